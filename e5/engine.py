@@ -1,0 +1,137 @@
+"""The embedding engine: texts in, vectors out. No Cog here, so scripts and tests use it directly.
+
+format (instructions.py) -> tokenize once -> plan micro-batches (batching.py) -> forward, pool,
+normalize on the device (model.py) -> gather in input order -> one transfer to the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import model as m
+from .batching import plan_batches
+from .errors import EngineError, InputError
+
+log = logging.getLogger("e5")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Validated, tokenized texts: what the batcher takes. Nothing downstream re-checks text."""
+
+    ids: list[list[int]]  # with <s> ... </s>, at most the token limit long
+    token_counts: list[int]  # tokens embedded per text (len of ids)
+    truncated: list[bool]  # True where the text had more tokens than the limit
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+class Embedder:
+    def __init__(self, tokenizer, model, profile: m.DeviceProfile):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.profile = profile
+        self.max_tokens = m.token_limit(model.config)
+        self.dimensions = model.config.hidden_size
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.forward_calls = 0  # micro-batches run, for metrics and tests of merging
+
+    @classmethod
+    def load(cls, weights_dir: str | Path, device: str | None = None) -> "Embedder":
+        device = device or m.choose_device()
+        free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
+        profile = m.device_profile(device, free_bytes=free)
+        tokenizer, model = m.load_checkpoint(weights_dir, profile)
+        return cls(tokenizer, model, profile)
+
+    # --- tokenize --------------------------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str], truncate: bool = True, name: str = "texts") -> Encoded:
+        """One batch call to the fast tokenizer, then right-truncation to the model's limit.
+
+        Cutting the full encoding to `limit - 1` tokens and closing it with </s> gives exactly what
+        `tokenizer(..., truncation=True, max_length=512)` gives, and also the full count for the error below.
+        """
+        full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        limit = self.max_tokens
+        if not truncate:
+            for i, ids in enumerate(full):
+                if len(ids) > limit:
+                    raise InputError(
+                        f"`{name}[{i}]` has {len(ids)} tokens; the limit is {limit} "
+                        f"(set `truncate` to true to embed its first {limit})",
+                        "too_many_tokens",
+                    )
+        ids = [s if len(s) <= limit else s[: limit - 1] + [self.eos_id] for s in full]
+        return Encoded(ids=ids, token_counts=[len(s) for s in ids], truncated=[len(s) > limit for s in full])
+
+    # --- forward ---------------------------------------------------------------------------------------
+
+    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
+        p = self.profile
+        return plan_batches(lengths, p.token_budget, p.pad_multiple, p.max_padding)
+
+    def forward(self, sequences: list[list[int]], normalize: Sequence[bool]) -> torch.Tensor:
+        """Vectors for one micro-batch, on the device, float32. Out of memory: split in half and retry."""
+        try:
+            input_ids, attention_mask = m.pad_batch(sequences, self.pad_id, self.profile.pad_multiple)
+            device = self.profile.device
+            flags = torch.tensor(list(normalize), dtype=torch.bool)
+            self.forward_calls += 1
+            return m.embed_batch(self.model, input_ids.to(device), attention_mask.to(device), flags.to(device))
+        except torch.OutOfMemoryError as err:
+            if len(sequences) == 1:
+                raise EngineError(
+                    f"out of memory embedding a single text of {len(sequences[0])} tokens on {self.profile.device}",
+                    "out_of_memory",
+                ) from err
+            log.warning("out of memory on a batch of %d; splitting", len(sequences))
+            if self.profile.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            half = len(sequences) // 2
+            return torch.cat(
+                [
+                    self.forward(sequences[:half], normalize[:half]),
+                    self.forward(sequences[half:], normalize[half:]),
+                ]
+            )
+
+    def embed(
+        self,
+        sequences: list[list[int]],
+        normalize: bool | Sequence[bool] = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """All vectors for `sequences`, in their order, as one (N, C) float32 array."""
+        flags = [normalize] * len(sequences) if isinstance(normalize, bool) else list(normalize)
+        out = torch.empty((len(sequences), self.dimensions), dtype=torch.float32, device=self.profile.device)
+        for batch in self.plan([len(s) for s in sequences]):
+            vectors = self.forward([sequences[i] for i in batch], [flags[i] for i in batch])
+            out[torch.tensor(batch, device=out.device)] = vectors
+            if on_batch is not None:
+                on_batch(len(batch))
+        return out.cpu().numpy()  # the one device-to-host transfer
+
+    def embed_texts(self, texts: list[str], normalize: bool = True, truncate: bool = True) -> np.ndarray:
+        """Texts exactly as given (already formatted) -> vectors. For scripts and benchmarks."""
+        return self.embed(self.tokenize(texts, truncate).ids, normalize)
+
+    def warm_up(self) -> float:
+        """Run the shapes a first request will hit, so it does not pay for kernel selection."""
+        start = time.perf_counter()
+        lengths = (8, 64) if self.profile.device == "cpu" else (8, 64, 512)
+        for n in lengths:
+            self.forward([[0] + [5] * (n - 2) + [self.eos_id]], [True])
+        if self.profile.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start

@@ -1,0 +1,69 @@
+"""How multilingual-e5-large-instruct wants its inputs written.
+
+The model card: a query is `Instruct: {task}\\nQuery: {text}`, a document is the raw text. The official
+evaluation (microsoft/unilm, e5/utils.py) used one instruction per task; the presets below carry those
+instructions under short names. For symmetric tasks (STS, bitext mining, duplicates, clustering,
+classification) the evaluation put the instruction on *every* text: embed both sides as queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INPUT_TYPES = ("query", "document")
+
+
+@dataclass(frozen=True)
+class Preset:
+    instruction: str
+    symmetric: bool  # True: embed both sides as `query` with this instruction
+
+
+PRESETS: dict[str, Preset] = {
+    "web_search": Preset("Given a web search query, retrieve relevant passages that answer the query", False),
+    "nq": Preset("Given a question, retrieve Wikipedia passages that answer the question", False),
+    "fever": Preset("Given a claim, retrieve documents that support or refute the claim", False),
+    "climate_fever": Preset(
+        "Given a claim about climate change, retrieve documents that support or refute the claim", False
+    ),
+    "fiqa": Preset("Given a financial question, retrieve user replies that best answer the question", False),
+    "scifact": Preset("Given a scientific claim, retrieve documents that support or refute the claim", False),
+    "arguana": Preset("Given a claim, find documents that refute the claim", False),
+    "hotpotqa": Preset("Given a multi-hop question, retrieve documents that can help answer the question", False),
+    "dbpedia": Preset("Given a query, retrieve relevant entity descriptions from DBPedia", False),
+    "nfcorpus": Preset("Given a question, retrieve relevant documents that best answer the question", False),
+    "trec_covid": Preset("Given a query on COVID-19, retrieve documents that answer the query", False),
+    "touche": Preset("Given a question, retrieve detailed and persuasive arguments that answer the question", False),
+    "sts": Preset("Retrieve semantically similar text.", True),
+    "bitext": Preset("Retrieve parallel sentences.", True),
+    "summarization": Preset("Given a news summary, retrieve other semantically similar summaries", True),
+    "quora": Preset("Given a question, retrieve questions that are semantically equivalent to the given question", True),
+    "stackoverflow_dup": Preset("Retrieve duplicate questions from StackOverflow forum", True),
+    "banking77": Preset("Given a online banking query, find the corresponding intents", True),
+    "emotion": Preset(
+        "Classify the emotion expressed in the given Twitter message into one of the six emotions: "
+        "anger, fear, joy, love, sadness, and surprise",
+        True,
+    ),
+    "twentynewsgroups": Preset("Identify the topic or theme of the given news articles", True),
+}
+
+DEFAULT_TASK = PRESETS["web_search"].instruction
+
+
+def resolve_task(task: str) -> str:
+    """A preset name becomes its instruction; anything else is a custom instruction, kept as written."""
+    preset = PRESETS.get(task.strip())
+    return preset.instruction if preset else task
+
+
+def format_query(task: str, text: str) -> str:
+    return f"Instruct: {task}\nQuery: {text}"
+
+
+def format_texts(texts: list[str], input_type: str, task: str) -> list[str]:
+    """The strings the tokenizer sees: queries carry the instruction, documents go in raw."""
+    if input_type == "document":
+        return list(texts)
+    instruction = resolve_task(task)
+    return [format_query(instruction, text) for text in texts]

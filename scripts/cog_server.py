@@ -1,0 +1,106 @@
+"""Start the real Cog HTTP server (coglet) on 127.0.0.1 around this predictor, for tests and load tests.
+
+    with CogServer(weights_dir=..., concurrency=16) as server:
+        server.predict({"texts": ["hello"]})
+
+No Docker and no `cog` CLI needed: `python -m cog.server.http` is the same server `cog build` puts in the
+image. The worker is spawned as `python` from PATH, so the interpreter running this goes first on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CogServer:
+    def __init__(self, weights_dir: str | Path, concurrency: int = 1, env: dict[str, str] | None = None, log_path=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.weights_dir = str(weights_dir)
+        self.concurrency = concurrency
+        self.extra_env = env or {}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "CogServer":
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+            "PORT": str(self.port),
+            "COG_MAX_CONCURRENCY": str(self.concurrency),
+            "E5_WEIGHTS_DIR": self.weights_dir,
+            **self.extra_env,
+        }
+        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log_path and self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+    def status(self) -> str | None:
+        try:
+            return self.get("/health-check").get("status")
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None
+
+    def wait_until(self, statuses=("READY", "SETUP_FAILED"), timeout: float = 180.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cog server exited with code {self.proc.returncode}")
+            status = self.status()
+            if status in statuses:
+                return status
+            time.sleep(0.25)
+        raise TimeoutError(f"cog server not in {statuses} after {timeout}s (last: {self.status()})")
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: bytes, timeout: float = 300.0) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            try:
+                return err.code, json.loads(raw or b"{}")
+            except ValueError:
+                return err.code, {"raw": raw.decode("utf-8", "replace")}
+
+    def predict(self, inputs: dict, timeout: float = 300.0) -> tuple[int, dict]:
+        return self.post("/predictions", json.dumps({"input": inputs}).encode(), timeout=timeout)

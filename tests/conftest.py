@@ -1,0 +1,88 @@
+"""Shared fixtures: one generated checkpoint per session, one predictor on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_checkpoint import write_checkpoint  # noqa: E402
+
+DEFAULTS = dict(
+    texts=None,
+    task="Given a web search query, retrieve relevant passages that answer the query",
+    input_type="query",
+    normalize=True,
+    truncate=True,
+    documents=None,
+    top_k=None,
+    encoding_format="float",
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_weights: needs the real checkpoint in weights/ (skipped otherwise)")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 1024-wide XLM-R with a sentencepiece-trained vocabulary, in the real file layout."""
+    return write_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def predictor(checkpoint_dir, loop):
+    from predict import Predictor
+
+    old = os.environ.get("E5_WEIGHTS_DIR")
+    os.environ["E5_WEIGHTS_DIR"] = str(checkpoint_dir)
+    try:
+        p = Predictor()
+        loop.run_until_complete(p.setup())
+    finally:
+        if old is None:
+            os.environ.pop("E5_WEIGHTS_DIR")
+        else:
+            os.environ["E5_WEIGHTS_DIR"] = old
+    return p
+
+
+@pytest.fixture(scope="session")
+def model_card(checkpoint_dir):
+    from reference import ModelCard
+
+    return ModelCard(checkpoint_dir)
+
+
+@pytest.fixture
+def embed(predictor, loop):
+    """Call predict() with every argument (defaults filled in), on the session's event loop."""
+
+    def call(**kwargs):
+        return loop.run_until_complete(predictor.predict(**{**DEFAULTS, **kwargs}))
+
+    return call
+
+
+@pytest.fixture(autouse=True)
+def _clean_limits_env(monkeypatch):
+    for var in ("E5_MAX_TEXTS", "E5_MAX_TEXT_CHARS", "E5_MAX_REQUEST_CHARS", "E5_TOKEN_BUDGET", "E5_DEVICE"):
+        monkeypatch.delenv(var, raising=False)

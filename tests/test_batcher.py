@@ -1,0 +1,94 @@
+"""Cross-request batching through direct calls: merged forwards, per-request fates, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from conftest import DEFAULTS
+from e5 import InputError
+
+TEXTS = [f"query number {i} about protein" for i in range(12)]
+
+
+def gather(predictor, loop, requests):
+    async def run():
+        return await asyncio.gather(
+            *(predictor.predict(**{**DEFAULTS, **r}) for r in requests), return_exceptions=True
+        )
+
+    return loop.run_until_complete(run())
+
+
+def test_concurrent_requests_share_forwards_and_get_their_own_vectors(predictor, loop, embed):
+    alone = [np.array(embed(texts=[t]).embeddings[0]) for t in TEXTS]
+    stats = predictor._batcher.stats
+    forwards_before, merged_before = stats.forwards, stats.merged_forwards
+    results = gather(predictor, loop, [dict(texts=[t]) for t in TEXTS])
+    for t, out, want in zip(TEXTS, results, alone):
+        assert np.abs(np.array(out.embeddings[0]) - want).max() < 1e-5
+    assert stats.merged_forwards > merged_before
+    assert stats.forwards - forwards_before < len(TEXTS)
+
+
+def test_a_bad_request_among_good_ones_fails_alone(predictor, loop, embed):
+    want = np.array(embed(texts=TEXTS[:2]).embeddings)
+    results = gather(predictor, loop, [dict(texts=TEXTS[:2]), dict(texts=["fine", ""]), dict(texts=TEXTS[:2])])
+    assert isinstance(results[1], InputError) and "`texts[1]` is empty" in str(results[1])
+    for out in (results[0], results[2]):
+        assert np.abs(np.array(out.embeddings) - want).max() < 1e-5
+
+
+def test_a_forward_that_breaks_fails_only_the_request_that_broke_it(predictor, loop, embed, monkeypatch):
+    want = np.array(embed(texts=TEXTS[:3]).embeddings)
+    poison = predictor.embedder.tokenize(["poison pill"]).ids[0]
+    real_forward = predictor.embedder.forward
+
+    def forward(sequences, normalize):
+        if poison in sequences:
+            raise RuntimeError("simulated kernel failure")
+        return real_forward(sequences, normalize)
+
+    monkeypatch.setattr(predictor.embedder, "forward", forward)
+    results = gather(predictor, loop, [dict(texts=TEXTS[:3]), dict(texts=["poison pill"], input_type="document"),
+                                       dict(texts=TEXTS[:3])])
+    assert "simulated kernel failure" in str(results[1])
+    for out in (results[0], results[2]):
+        assert np.abs(np.array(out.embeddings) - want).max() < 1e-5
+    assert predictor.healthcheck()
+
+
+def test_a_cancelled_request_leaves_its_batch_mates_intact(predictor, loop, embed):
+    want = np.array(embed(texts=TEXTS).embeddings)
+
+    async def run():
+        doomed = asyncio.ensure_future(predictor.predict(**{**DEFAULTS, "texts": TEXTS * 20}))
+        keeper = asyncio.ensure_future(predictor.predict(**{**DEFAULTS, "texts": TEXTS}))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        return await asyncio.gather(doomed, keeper, return_exceptions=True)
+
+    doomed, keeper = loop.run_until_complete(run())
+    assert isinstance(doomed, asyncio.CancelledError)
+    assert np.abs(np.array(keeper.embeddings) - want).max() < 1e-5
+    assert predictor.healthcheck()
+    assert np.abs(np.array(embed(texts=TEXTS).embeddings) - want).max() < 1e-5
+
+
+def test_a_new_event_loop_gets_a_working_batcher(predictor, embed):
+    want = embed(texts=TEXTS[:2]).embeddings
+    out = asyncio.run(predictor.predict(**{**DEFAULTS, "texts": TEXTS[:2]}))
+    assert np.abs(np.array(out.embeddings) - np.array(want)).max() < 1e-6
+
+
+def test_healthcheck_reports_a_dead_batcher(predictor, loop, embed):
+    embed(texts=TEXTS[:1])
+    batcher = predictor._batcher
+    assert batcher.loop is loop and predictor.healthcheck()
+    batcher._task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not predictor.healthcheck()
+    predictor._batcher = None  # the next predict() builds a fresh one
+    assert predictor.healthcheck()

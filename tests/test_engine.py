@@ -1,0 +1,77 @@
+"""The engine below the predictor: tokenization, the CUDA-shaped path on CPU, out-of-memory splitting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from e5 import Embedder, EngineError
+from e5.model import DeviceProfile, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def embedder(checkpoint_dir):
+    return Embedder.load(checkpoint_dir, device="cpu")
+
+
+TEXTS = ["short", "the protein female eat " * 200, "南瓜的家常做法 " * 3, "der die das " * 60]
+
+
+def test_tokenize_equals_the_tokenizers_own_truncation(embedder):
+    encoded = embedder.tokenize(TEXTS)
+    expected = embedder.tokenizer(TEXTS, max_length=512, truncation=True)["input_ids"]
+    assert encoded.ids == expected
+    assert encoded.truncated == [False, True, False, False]
+    assert encoded.token_counts == [len(e) for e in expected]
+
+
+def test_cuda_shaped_batches_pad_to_8_without_changing_vectors(embedder):
+    ids = embedder.tokenize(TEXTS).ids
+    plain = embedder.embed(ids)
+    cuda_like = Embedder(embedder.tokenizer, embedder.model, dataclasses.replace(embedder.profile, pad_multiple=8, max_padding=0.5))
+    assert np.abs(cuda_like.embed(ids) - plain).max() < 1e-5
+
+
+def test_half_precision_path_stays_close_to_fp32(checkpoint_dir, embedder):
+    # The CUDA path runs the model in fp16 and pools in fp32; on CPU the same code runs, only slower.
+    profile = DeviceProfile("cpu", torch.float16, 8, 4096, 0.5)
+    tokenizer, model = load_checkpoint(checkpoint_dir, profile)
+    assert next(model.parameters()).dtype == torch.float16
+    half = Embedder(tokenizer, model, profile)
+    ids = embedder.tokenize(TEXTS).ids
+    got, want = half.embed(ids), embedder.embed(ids)
+    assert got.dtype == np.float32
+    cosine = (got * want).sum(axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_results(embedder, monkeypatch):
+    ids = embedder.tokenize(["text number %d" % i for i in range(9)]).ids
+    expected = embedder.embed(ids)
+    real_forward = embedder.model.forward
+    widths = []
+
+    def forward_with_4_row_memory(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        widths.append(rows)
+        if rows > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(embedder.model, "forward", forward_with_4_row_memory)
+    got = embedder.embed(ids)
+    assert widths == [9, 4, 5, 2, 3]  # 9 fails, halves: 4 runs, 5 fails and splits again
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_out_of_memory_on_one_text_is_an_engine_error(embedder, monkeypatch):
+    def always_oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(embedder.model, "forward", always_oom)
+    with pytest.raises(EngineError, match="out of memory embedding a single text of 3 tokens") as err:
+        embedder.embed([[0, 5, 2]])
+    assert err.value.code == "out_of_memory"

@@ -1,0 +1,206 @@
+"""Formatting, validation, planning, encodings and ranking: pure functions, no model."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from e5.batching import padding_efficiency, plan_batches
+from e5.encodings import decode_base64, encode_vectors
+from e5.errors import InputError, WeightsError
+from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
+from e5.model import DeviceProfile, average_pool, device_profile, token_limit
+from e5.ranking import cosine_scores, rank
+from e5.validation import Limits, validate_task, validate_texts
+
+LIMITS = Limits()
+
+
+# --- instructions ---------------------------------------------------------------------------------------
+
+
+def test_query_format_is_the_model_cards():
+    assert format_query("Given a web search query, retrieve relevant passages that answer the query", "how much protein") == (
+        "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: how much protein"
+    )
+
+
+def test_documents_are_raw_and_queries_carry_the_instruction():
+    assert format_texts(["a b"], "document", "ignored") == ["a b"]
+    assert format_texts(["a b"], "query", "Find x") == ["Instruct: Find x\nQuery: a b"]
+
+
+@pytest.mark.parametrize("name", ["web_search", "nq", "sts", "bitext", "fever"])
+def test_required_presets_resolve_to_their_instruction(name):
+    assert resolve_task(name) == PRESETS[name].instruction
+    assert format_texts(["t"], "query", name) == [f"Instruct: {PRESETS[name].instruction}\nQuery: t"]
+
+
+def test_unknown_task_is_a_custom_instruction():
+    assert resolve_task("Given a recipe, find its cuisine") == "Given a recipe, find its cuisine"
+    assert DEFAULT_TASK == PRESETS["web_search"].instruction
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def test_bare_string_is_one_text():
+    assert validate_texts("hello", LIMITS) == ["hello"]
+
+
+@pytest.mark.parametrize(
+    "texts, code, fragment",
+    [
+        ([], "empty_list", "`texts` is empty"),
+        (None, "invalid_type", "`texts` must be a list of strings, got null"),
+        (42, "invalid_type", "got int"),
+        ({"a": 1}, "invalid_type", "got dict"),
+        (["ok", ""], "empty_text", "`texts[1]` is empty or whitespace-only"),
+        (["ok", " \n\t\u3000"], "empty_text", "`texts[1]`"),
+        (["ok", "fine", 3], "invalid_type", "`texts[2]` must be a string, got int"),
+        (["ok", None], "invalid_type", "`texts[1]` must be a string, got null"),
+        ([["nested"]], "invalid_type", "`texts[0]` must be a string, got list"),
+        (["ok", "bad \ud800 here"], "invalid_unicode", "`texts[1]` is not valid Unicode: lone surrogate U+D800 at position 4"),
+    ],
+)
+def test_bad_texts_name_the_input_and_index(texts, code, fragment):
+    with pytest.raises(InputError) as err:
+        validate_texts(texts, LIMITS)
+    assert err.value.code == code
+    assert fragment in str(err.value)
+
+
+def test_limits_name_the_limit_and_the_value():
+    limits = Limits(max_texts=2, max_chars_per_text=10, max_chars_per_request=15)
+    with pytest.raises(InputError, match=r"`texts` has 3 texts; the limit is 2"):
+        validate_texts(["a", "b", "c"], limits)
+    with pytest.raises(InputError, match=r"`texts\[1\]` has 11 characters; the limit is 10"):
+        validate_texts(["a", "x" * 11], limits)
+    with pytest.raises(InputError, match=r"`texts` has 18 characters in all; the limit is 15"):
+        validate_texts(["x" * 9, "y" * 9], limits)
+
+
+def test_limits_come_from_the_environment():
+    limits = Limits.from_env({"E5_MAX_TEXTS": "7", "E5_MAX_TEXT_CHARS": "99"})
+    assert (limits.max_texts, limits.max_chars_per_text) == (7, 99)
+    with pytest.raises(ValueError, match="E5_MAX_TEXTS must be a whole number"):
+        Limits.from_env({"E5_MAX_TEXTS": "many"})
+    with pytest.raises(ValueError, match="E5_MAX_TEXTS must be at least 1"):
+        Limits.from_env({"E5_MAX_TEXTS": "0"})
+
+
+def test_empty_task_is_an_error_for_queries_only():
+    with pytest.raises(InputError, match="`task` is empty") as err:
+        validate_task("  ", "query", LIMITS)
+    assert err.value.code == "empty_task"
+    assert validate_task("", "document", LIMITS) == ""
+
+
+# --- batching -------------------------------------------------------------------------------------------
+
+
+def test_plan_covers_every_index_once_within_budget():
+    rng = random.Random(0)
+    lengths = [rng.choice([3, 10, 40, 200, 512]) for _ in range(300)]
+    plan = plan_batches(lengths, token_budget=2048, multiple_of=8)
+    assert sorted(i for b in plan for i in b) == list(range(300))
+    for batch in plan:
+        width = -(-max(lengths[i] for i in batch) // 8) * 8
+        assert len(batch) * width <= 2048
+        assert lengths[batch[0]] == max(lengths[i] for i in batch)  # longest first within the batch
+
+
+def test_plan_puts_short_texts_in_big_batches_and_long_in_small():
+    plan = plan_batches([500] * 4 + [10] * 100, token_budget=1000)
+    assert [len(b) for b in plan] == [2, 2, 100]
+
+
+def test_a_sequence_over_budget_gets_its_own_batch():
+    assert plan_batches([600, 5, 5], token_budget=512) == [[0], [1, 2]]
+
+
+def test_sorted_plan_pads_less_than_arrival_order():
+    rng = random.Random(1)
+    lengths = [rng.randint(5, 512) for _ in range(256)]
+    sorted_eff = padding_efficiency(lengths, plan_batches(lengths, 32 * 512, max_padding=0.1))
+    naive = [list(range(i, min(i + 32, 256))) for i in range(0, 256, 32)]
+    assert sorted_eff > 0.9 > 0.7 > padding_efficiency(lengths, naive)
+
+
+def test_max_padding_bounds_the_padding_of_every_row():
+    lengths = [100, 95, 91, 89, 50, 46, 10]
+    plan = plan_batches(lengths, token_budget=10_000, max_padding=0.1)
+    assert plan == [[0, 1, 2], [3], [4, 5], [6]]
+    assert plan_batches(lengths, token_budget=10_000) == [[0, 1, 2, 3, 4, 5, 6]]
+
+
+# --- device profiles (the CUDA branch, computed on CPU) -------------------------------------------------
+
+
+def test_cuda_profile_is_fp16_padded_to_8_with_a_memory_budget():
+    p = device_profile("cuda", free_bytes=40 * 2**30, environ={})
+    assert (p.dtype, p.pad_multiple) == (torch.float16, 8)
+    assert 512 <= p.token_budget <= 65536
+    small = device_profile("cuda", free_bytes=2 * 2**30, environ={})
+    assert small.token_budget < p.token_budget
+
+
+def test_cpu_profile_is_fp32_and_the_budget_can_be_set():
+    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 8192, 0.1)
+    assert device_profile("cpu", environ={"E5_TOKEN_BUDGET": "1000"}).token_budget == 1000
+    with pytest.raises(WeightsError, match="E5_TOKEN_BUDGET must be a whole number"):
+        device_profile("cpu", environ={"E5_TOKEN_BUDGET": "lots"})
+
+
+def test_token_limit_comes_from_the_config():
+    class Config:
+        max_position_embeddings = 514
+        pad_token_id = 1
+
+    assert token_limit(Config) == 512
+
+
+def test_average_pool_ignores_padding():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.equal(average_pool(hidden, mask), torch.tensor([[2.0, 3.0]]))
+
+
+# --- encodings and ranking ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unit_vectors():
+    v = np.random.default_rng(0).standard_normal((3, 1024)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_base64_round_trips_little_endian_float32(unit_vectors):
+    encoded = encode_vectors(unit_vectors, "base64")
+    assert np.array_equal(decode_base64(encoded[1]), unit_vectors[1])
+    assert len(base64.b64decode(encoded[0])) == 4096
+
+
+def test_int8_uses_the_fixed_scale(unit_vectors):
+    q = np.array(encode_vectors(unit_vectors, "int8"))
+    assert q.dtype.kind == "i" and q.min() >= -127 and q.max() <= 127
+    assert np.abs(q / 127.0 - unit_vectors).max() <= 0.5 / 127 + 1e-7
+
+
+def test_binary_packs_sign_bits_like_numpy(unit_vectors):
+    b = np.array(encode_vectors(unit_vectors, "binary"), dtype=np.uint8)
+    assert b.shape == (3, 128)
+    assert np.array_equal(np.unpackbits(b, axis=1).astype(bool), unit_vectors > 0)
+
+
+def test_ranking_is_best_first_and_cut_to_top_k():
+    q = np.array([[1.0, 0.0], [0.0, 2.0]])
+    d = np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 1.0]])
+    scores = cosine_scores(q, d)
+    assert np.allclose(np.diag(cosine_scores(d, d)), 1.0)
+    assert rank(scores).tolist() == [[1, 2, 0], [0, 2, 1]]
+    assert rank(scores, top_k=1).tolist() == [[1], [0]]
