@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from typing import Optional
 
 import numpy as np
-from cog import BaseModel, BasePredictor, FieldInfo, Input, concurrent
+from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import DEFAULT_TASK, MODEL_ID, PRESETS, Embedder, InputError
 from e5.batcher import Batcher
 from e5.encodings import encode_vectors
+from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks
 from e5.instructions import format_texts
 from e5.ranking import cosine_scores, rank
 from e5.validation import (
@@ -35,6 +37,7 @@ MAX_CONCURRENCY = 32
 DEFAULT_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
 TOKENIZE_IN_THREAD_CHARS = 50_000
+FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `texts_file`
 
 PRESET_LIST = "; ".join(f"{name}: {p.instruction!r}" for name, p in PRESETS.items())
 SYMMETRIC_PRESETS = ", ".join(name for name, p in PRESETS.items() if p.symmetric)
@@ -44,6 +47,8 @@ class Output(BaseModel):
     model: str
     dimensions: int
     encoding_format: str
+    # Vectors and scores are numpy arrays here (Cog turns them into JSON lists far faster than nested
+    # Python lists: see e5/encodings.py); the schema and the JSON say list.
     embeddings: list  # one entry per text, input order (floats, or the chosen compact encoding)
     token_counts: list[int]  # tokens embedded per text, <s> and </s> included
     truncated: list[bool]  # True where a text was cut to the 512-token limit
@@ -53,6 +58,7 @@ class Output(BaseModel):
     document_truncated: Optional[list[bool]] = None
     scores: Optional[list] = None  # [query][document] cosine similarity
     ranking: Optional[list] = None  # [query] document indices, best first (top_k of them)
+    embeddings_file: Optional[Path] = None  # with `texts_file`: the vectors as .npy or .jsonl
 
 
 def _given(value):
@@ -131,7 +137,23 @@ class Predictor(BasePredictor):
             description="`float`: lists of floats. `base64`: little-endian float32 bytes, base64 (as OpenAI). "
             "`int8`: round(127*x). `binary`: sign bits packed MSB-first, 128 values 0-255 per vector.",
         ),
+        texts_file: Optional[Path] = Input(
+            default=None,
+            description="Instead of `texts`, a file of texts for bulk jobs: .txt (one per line), .jsonl (a `text` "
+            "field per line), .json (a list of strings) or .csv (a `text` column). The vectors come back as "
+            "`embeddings_file`, streamed in chunks; `embeddings` is then empty.",
+        ),
+        output_file_format: str = Input(
+            default="npy",
+            choices=list(OUTPUT_FORMATS),
+            description="With `texts_file`: `npy` (float32 array, N x 1024) or `jsonl` ({index, embedding} per line).",
+        ),
     ) -> Output:
+        if _given(texts_file) is not None:
+            return await self._predict_file(
+                _given(texts), _given(texts_file), _given(task), _given(input_type), _given(normalize),
+                _given(truncate), _given(documents), _given(encoding_format), _given(output_file_format),
+            )
         batcher = self.batcher()
         started = time.perf_counter()
         with batcher.arriving():  # until queued, so the batcher waits briefly for this request
@@ -147,7 +169,6 @@ class Predictor(BasePredictor):
         sequences = queries.ids + (docs.ids if docs else [])
         vectors, job = await batcher.embed(sequences, [normalize] * len(sequences))
         embedded = time.perf_counter()
-
         n = len(queries.ids)
         output = Output(
             model=MODEL_ID,
@@ -163,27 +184,73 @@ class Predictor(BasePredictor):
             output.document_embeddings = encode_vectors(vectors[n:], encoding_format)
             output.document_token_counts = docs.token_counts
             output.document_truncated = docs.truncated
-            output.scores = np.round(scores, 6).tolist()
-            output.ranking = rank(scores, top_k).tolist()
+            output.scores = np.round(scores, 6)
+            output.ranking = rank(scores, top_k)
         finished = time.perf_counter()
 
-        truncated = sum(queries.truncated) + (sum(docs.truncated) if docs else 0)
-        self._record_metrics(
+        self._report(
             texts=len(sequences),
             tokens=len_tokens(queries, docs),
-            truncated_texts=truncated,
+            truncated_texts=sum(queries.truncated) + (sum(docs.truncated) if docs else 0),
             batch_requests=job.peers,
+            texts_per_forward=job.rows_per_forward,
             tokenize=tokenized - started,
             queue_and_forward=embedded - tokenized,
             forward=job.forward_seconds,
             encode=finished - embedded,
         )
-        # Counts and timings only: users embed private documents, so their text never reaches the logs.
-        print(
-            f"e5: {len(sequences)} texts, {len_tokens(queries, docs)} tokens, {truncated} truncated; "
-            f"tokenize {tokenized - started:.3f}s, forward {embedded - tokenized:.3f}s "
-            f"(shared with {job.peers - 1} other requests), encode {finished - embedded:.3f}s"
+        return output
+
+    async def _predict_file(self, texts, texts_file, task, input_type, normalize, truncate, documents, encoding_format, output_file_format) -> Output:
+        """Bulk: read, embed and write chunk by chunk; memory stays bounded by one chunk."""
+        started = time.perf_counter()
+        if texts is not None or documents is not None:
+            raise InputError("give `texts` or `texts_file`, not both (and `documents` only with `texts`)", "conflicting_inputs")
+        input_type = validate_input_type(input_type)
+        task = validate_task(task, input_type, self.limits)
+        normalize = validate_bool(normalize, "normalize")
+        truncate = validate_bool(truncate, "truncate")
+        if validate_choice(encoding_format, "encoding_format", ENCODING_FORMATS) != "float":
+            raise InputError("`encoding_format` shapes JSON output; `texts_file` results are float32 files", "conflicting_inputs")
+        output_file_format = validate_choice(output_file_format, "output_file_format", OUTPUT_FORMATS)
+        total = await asyncio.to_thread(count_texts, texts_file, self.limits.max_chars_per_text)
+        if total == 0:
+            raise InputError("`texts_file` holds no texts", "empty_list")
+        if total > self.limits.max_file_texts:
+            raise InputError(
+                f"`texts_file` has {total} texts; the limit is {self.limits.max_file_texts} (E5_MAX_FILE_TEXTS)", "too_many_texts"
+            )
+        out_path = Path(tempfile.mkdtemp(prefix="e5-")) / f"embeddings.{output_file_format}"
+        writer = VectorWriter(out_path, output_file_format, total, self.embedder.dimensions)
+        counts: list[int] = []
+        truncated: list[bool] = []
+        times = {"tokenize": 0.0, "forward": 0.0}
+        chunks = read_chunks(texts_file, FILE_CHUNK_TEXTS, self.limits.max_chars_per_text)
+        try:
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                t0 = time.perf_counter()
+                formatted = format_texts(chunk, input_type, task)
+                encoded = await asyncio.to_thread(self.embedder.tokenize, formatted, truncate, "texts_file", len(counts))
+                t1 = time.perf_counter()
+                vectors, _ = await self.batcher().embed(encoded.ids, [normalize] * len(encoded.ids))
+                times["tokenize"] += t1 - t0
+                times["forward"] += time.perf_counter() - t1
+                writer.write(vectors)
+                counts += encoded.token_counts
+                truncated += encoded.truncated
+                elapsed = time.perf_counter() - started
+                rate = len(counts) / elapsed
+                print(f"e5: {len(counts)}/{total} texts, {rate:.0f} texts/s, ~{(total - len(counts)) / rate:.0f}s left", flush=True)
+        finally:
+            writer.close()
+        encode_start = time.perf_counter()
+        output = Output(
+            model=MODEL_ID, dimensions=self.embedder.dimensions, encoding_format="float", embeddings=[],
+            token_counts=counts, truncated=truncated,
+            usage={"prompt_tokens": sum(counts), "total_tokens": sum(counts)}, embeddings_file=out_path,
         )
+        self._report(texts=total, tokens=sum(counts), truncated_texts=sum(truncated),
+                     encode=time.perf_counter() - encode_start, **times)
         return output
 
     def _validate(self, texts, task, input_type, normalize, truncate, documents, top_k, encoding_format):
@@ -213,10 +280,15 @@ class Predictor(BasePredictor):
             return await asyncio.to_thread(self.embedder.tokenize, texts, truncate, name)
         return self.embedder.tokenize(texts, truncate, name)
 
-    def _record_metrics(self, **values) -> None:
-        counts = ("texts", "tokens", "truncated_texts", "batch_requests")
+    def _report(self, **values) -> None:
+        """Counts and per-phase seconds as Cog metrics, and one log line.
+
+        Counts and timings only: users embed private documents, so their text never reaches the logs.
+        """
+        counts = ("texts", "tokens", "truncated_texts", "batch_requests", "texts_per_forward")
         for key, value in values.items():
             self.record_metric(key if key in counts else f"seconds.{key}", value)
+        print("e5: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
 
 
 def len_tokens(queries, docs) -> int:

@@ -34,6 +34,11 @@ class Job:
     filled: int = 0
     forward_seconds: float = 0.0
     peers: int = 1  # most requests that shared one forward with this one
+    forward_rows: list[int] = field(default_factory=list)  # rows of each forward that carried this job
+
+    @property
+    def rows_per_forward(self) -> float:
+        return sum(self.forward_rows) / len(self.forward_rows) if self.forward_rows else 0.0
 
     @property
     def tokens(self) -> int:
@@ -184,6 +189,7 @@ class Batcher:
             job.filled += len(rows)
             job.forward_seconds += seconds
             job.peers = max(job.peers, len(jobs))
+            job.forward_rows.append(len(items))
             if job.filled == len(job.sequences):
                 job.future.set_result(job.out.cpu().numpy())  # the one device-to-host transfer per request
 

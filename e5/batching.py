@@ -15,13 +15,19 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def plan_batches(
-    lengths: Sequence[int], token_budget: int, multiple_of: int = 1, max_padding: float = 1.0
+    lengths: Sequence[int],
+    token_budget: int,
+    multiple_of: int = 1,
+    max_padding: float = 1.0,
+    min_tokens: int = 0,
 ) -> list[list[int]]:
     """Indices into `lengths`, grouped so that each group's padded size is at most `token_budget`.
 
     `max_padding` is the largest fraction of a row that may be padding: a CPU computes every pad token at
     full cost and gains little from wide batches, so it wants this small; a GPU pays per forward launch and
-    prefers wide batches. A single sequence longer than the budget still gets a batch of its own.
+    prefers wide batches. Below `min_tokens` padded tokens a batch keeps growing despite padding: every
+    forward pays a fixed cost (reading all weights, launching every kernel) that a tiny batch cannot
+    amortize. A single sequence longer than the budget still gets a batch of its own.
     """
     assert token_budget >= 1, f"token_budget must be >= 1, got {token_budget}"
     assert 0.0 <= max_padding <= 1.0, f"max_padding must be in [0, 1], got {max_padding}"
@@ -31,7 +37,7 @@ def plan_batches(
     width = 0  # padded length of the batch: its first (longest) member
     for i in order:
         over_budget = (len(current) + 1) * width > token_budget
-        too_padded = lengths[i] < (1.0 - max_padding) * width
+        too_padded = lengths[i] < (1.0 - max_padding) * width and len(current) * width >= min_tokens
         if current and (over_budget or too_padded):
             batches.append(current)
             current = []

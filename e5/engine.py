@@ -56,7 +56,7 @@ class Embedder:
 
     # --- tokenize --------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: list[str], truncate: bool = True, name: str = "texts") -> Encoded:
+    def tokenize(self, texts: list[str], truncate: bool = True, name: str = "texts", offset: int = 0) -> Encoded:
         """One batch call to the fast tokenizer, then right-truncation to the model's limit.
 
         Cutting the full encoding to `limit - 1` tokens and closing it with </s> gives exactly what
@@ -68,7 +68,7 @@ class Embedder:
             for i, ids in enumerate(full):
                 if len(ids) > limit:
                     raise InputError(
-                        f"`{name}[{i}]` has {len(ids)} tokens; the limit is {limit} "
+                        f"`{name}[{offset + i}]` has {len(ids)} tokens; the limit is {limit} "
                         f"(set `truncate` to true to embed its first {limit})",
                         "too_many_tokens",
                     )
@@ -79,7 +79,7 @@ class Embedder:
 
     def plan(self, lengths: Sequence[int]) -> list[list[int]]:
         p = self.profile
-        return plan_batches(lengths, p.token_budget, p.pad_multiple, p.max_padding)
+        return plan_batches(lengths, p.token_budget, p.pad_multiple, p.max_padding, p.min_tokens)
 
     def forward(self, sequences: list[list[int]], normalize: Sequence[bool]) -> torch.Tensor:
         """Vectors for one micro-batch, on the device, float32. Out of memory: split in half and retry."""

@@ -79,13 +79,18 @@ class DeviceProfile:
     pad_multiple: int  # tensor cores want dimensions in multiples of 8
     token_budget: int  # padded tokens per micro-batch
     max_padding: float  # largest fraction of a row that may be padding (see batching.plan_batches)
+    min_tokens: int  # a batch smaller than this grows despite padding
 
 
-CPU_TOKEN_BUDGET = 8192
-# A CPU pays for every pad token and gains nothing from wide batches beyond a few rows; a GPU pays a
-# fixed cost per forward (24 layers of kernel launches) and prefers fewer, wider batches.
+# Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
+# 1-2k tokens per forward and falls past 4k (activations leave the cache); below ~512 tokens the weight
+# reads of each forward dominate. A CPU pays for every pad token, so rows may carry little padding.
+CPU_TOKEN_BUDGET = 2048
 CPU_MAX_PADDING = 0.1
+CPU_MIN_TOKENS = 512
+# A GPU pays a fixed cost per forward (24 layers of kernel launches) and prefers fewer, wider batches.
 CUDA_MAX_PADDING = 0.5
+CUDA_MIN_TOKENS = 1024
 # fp16 activations of one XLM-R-large token in flight (hidden, attention and MLP buffers), with headroom
 # for the allocator; measured peaks are lower, and an out-of-memory still splits the batch.
 CUDA_BYTES_PER_TOKEN = 96 * 1024
@@ -112,9 +117,9 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
         budget = CUDA_MAX_TOKEN_BUDGET
         if free_bytes is not None:
             budget = max(512, min(CUDA_MAX_TOKEN_BUDGET, free_bytes // 2 // CUDA_BYTES_PER_TOKEN))
-        profile = DeviceProfile(device, torch.float16, 8, budget, CUDA_MAX_PADDING)
+        profile = DeviceProfile(device, torch.float16, 8, budget, CUDA_MAX_PADDING, CUDA_MIN_TOKENS)
     else:
-        profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_MAX_PADDING)
+        profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_MAX_PADDING, CPU_MIN_TOKENS)
     if env.get("E5_TOKEN_BUDGET"):
         try:
             budget = int(env["E5_TOKEN_BUDGET"])

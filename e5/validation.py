@@ -24,6 +24,7 @@ class Limits:
     max_chars_per_text: int = 100_000  # E5_MAX_TEXT_CHARS: ~50x what 512 tokens can hold
     max_chars_per_request: int = 4_000_000  # E5_MAX_REQUEST_CHARS
     max_task_chars: int = 2_000  # E5_MAX_TASK_CHARS
+    max_file_texts: int = 1_000_000  # E5_MAX_FILE_TEXTS: texts in one `texts_file`
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Limits":
@@ -33,6 +34,7 @@ class Limits:
             "max_chars_per_text": "E5_MAX_TEXT_CHARS",
             "max_chars_per_request": "E5_MAX_REQUEST_CHARS",
             "max_task_chars": "E5_MAX_TASK_CHARS",
+            "max_file_texts": "E5_MAX_FILE_TEXTS",
         }
         values = {}
         for field, var in names.items():
@@ -70,17 +72,7 @@ def validate_texts(value: object, limits: Limits, name: str = "texts") -> list[s
         )
     total = 0
     for i, text in enumerate(value):
-        if not isinstance(text, str):
-            raise InputError(f"`{name}[{i}]` must be a string, got {_type_name(text)}", "invalid_type")
-        if not text.strip():
-            raise InputError(f"`{name}[{i}]` is empty or whitespace-only", "empty_text")
-        if len(text) > limits.max_chars_per_text:
-            raise InputError(
-                f"`{name}[{i}]` has {len(text)} characters; the limit is {limits.max_chars_per_text} "
-                f"(only the first 512 tokens are embedded anyway)",
-                "text_too_long",
-            )
-        _check_encodable(text, f"`{name}[{i}]`")
+        validate_text(text, f"`{name}[{i}]`", limits.max_chars_per_text)
         total += len(text)
     if total > limits.max_chars_per_request:
         raise InputError(
@@ -88,6 +80,20 @@ def validate_texts(value: object, limits: Limits, name: str = "texts") -> list[s
             "request_too_large",
         )
     return list(value)
+
+
+def validate_text(text: object, label: str, max_chars: int) -> None:
+    """One text: a non-blank string of at most max_chars that UTF-8 can encode. `label` names it."""
+    if not isinstance(text, str):
+        raise InputError(f"{label} must be a string, got {_type_name(text)}", "invalid_type")
+    if not text.strip():
+        raise InputError(f"{label} is empty or whitespace-only", "empty_text")
+    if len(text) > max_chars:
+        raise InputError(
+            f"{label} has {len(text)} characters; the limit is {max_chars} (only the first 512 tokens are embedded anyway)",
+            "text_too_long",
+        )
+    _check_encodable(text, label)
 
 
 def _check_encodable(text: str, label: str) -> None:

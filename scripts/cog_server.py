@@ -90,8 +90,8 @@ class CogServer:
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
             return json.loads(r.read())
 
-    def post(self, path: str, body: bytes, timeout: float = 300.0) -> tuple[int, dict]:
-        req = urllib.request.Request(self.url + path, data=body, headers={"Content-Type": "application/json"})
+    def post(self, path: str, body: bytes, timeout: float = 300.0, method: str = "POST") -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, json.loads(r.read() or b"{}")

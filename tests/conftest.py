@@ -25,6 +25,8 @@ DEFAULTS = dict(
     documents=None,
     top_k=None,
     encoding_format="float",
+    texts_file=None,
+    output_file_format="npy",
 )
 
 

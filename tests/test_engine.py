@@ -37,7 +37,7 @@ def test_cuda_shaped_batches_pad_to_8_without_changing_vectors(embedder):
 
 def test_half_precision_path_stays_close_to_fp32(checkpoint_dir, embedder):
     # The CUDA path runs the model in fp16 and pools in fp32; on CPU the same code runs, only slower.
-    profile = DeviceProfile("cpu", torch.float16, 8, 4096, 0.5)
+    profile = DeviceProfile("cpu", torch.float16, 8, 4096, 0.5, 1024)
     tokenizer, model = load_checkpoint(checkpoint_dir, profile)
     assert next(model.parameters()).dtype == torch.float16
     half = Embedder(tokenizer, model, profile)

@@ -82,6 +82,34 @@ def test_concurrent_requests_are_merged_and_each_correct(server, embed):
     assert merged > 0
 
 
+def test_cancel_stops_a_running_prediction_and_the_server_carries_on(server, embed):
+    import threading
+    import time
+
+    long_request = {"texts": ["the protein female eat " * 120] * 300, "input_type": "document"}
+    answer = {}
+
+    def run():
+        answer["status"], answer["body"] = server.post(
+            "/predictions/cancel-me", json.dumps({"id": "cancel-me", "input": long_request}).encode(), method="PUT")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.5)
+    status, _ = server.post("/predictions/cancel-me/cancel", b"")
+    assert status == 200
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert answer["body"]["status"] == "canceled", answer
+    deadline = time.monotonic() + 30
+    while server.status() != "READY" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, body = server.predict({"texts": ["after the cancel"]})
+    assert body["status"] == "succeeded"
+    want = embed(texts=["after the cancel"]).embeddings
+    assert np.abs(np.array(body["output"]["embeddings"]) - np.array(want)).max() < 1e-5
+
+
 def test_logs_never_contain_the_texts(server):
     secret = "my private diagnosis zebra-42"
     status, body = server.predict({"texts": [secret]})

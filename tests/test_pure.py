@@ -138,6 +138,11 @@ def test_max_padding_bounds_the_padding_of_every_row():
     assert plan_batches(lengths, token_budget=10_000) == [[0, 1, 2, 3, 4, 5, 6]]
 
 
+def test_small_batches_grow_despite_padding_up_to_min_tokens():
+    lengths = [100, 50, 40, 30, 20, 10]
+    assert plan_batches(lengths, token_budget=10_000, max_padding=0.1, min_tokens=250) == [[0, 1, 2], [3, 4, 5]]
+
+
 # --- device profiles (the CUDA branch, computed on CPU) -------------------------------------------------
 
 
@@ -150,7 +155,7 @@ def test_cuda_profile_is_fp16_padded_to_8_with_a_memory_budget():
 
 
 def test_cpu_profile_is_fp32_and_the_budget_can_be_set():
-    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 8192, 0.1)
+    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2048, 0.1, 512)
     assert device_profile("cpu", environ={"E5_TOKEN_BUDGET": "1000"}).token_budget == 1000
     with pytest.raises(WeightsError, match="E5_TOKEN_BUDGET must be a whole number"):
         device_profile("cpu", environ={"E5_TOKEN_BUDGET": "lots"})

@@ -1,0 +1,429 @@
+"""Side-by-side throughput and latency: this predictor vs the model card's code vs sentence-transformers.
+
+    python scripts/benchmark.py [--out bench-out] [--mixed 192] [--short 2048] [--latency 20]
+
+One process, the same strings for every contender, each warmed up first. The model is the real checkpoint
+when weights/ holds it, else the full-size architecture (24 x 1024, vocab 250002, random weights) generated
+once into ~/.cache/e5-cog/full-size. On a CUDA machine everything runs in fp16 there, unchanged.
+
+Reports tokens/s and ratios, padding efficiency (real tokens / computed tokens, counted at the model's
+input), achieved model FLOP/s against this machine's dense matmul FLOP/s measured in the same run, setup
+time, peak memory, the cost of the output path, and single-query latency against a bare forward pass.
+Writes results.json and chart.png under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
+
+FULL_SIZE_CACHE = Path.home() / ".cache" / "e5-cog" / "full-size"
+TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+# --- workloads ------------------------------------------------------------------------------------------
+
+
+def mixed_corpus(n: int, seed: int = 0) -> list[str]:
+    """Multilingual texts with a heavy tail of lengths: 70% short (queries, titles), 25% passages,
+    5% long documents past 512 tokens; every script of the vocabulary mixed in."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        low, high = (2, 40) if r < 0.7 else (40, 300) if r < 0.95 else (400, 1200)
+        words = int(math.exp(rng.uniform(math.log(low), math.log(high))))
+        out.append(" ".join(rng.choice(SEED_WORDS) for _ in range(words)))
+    rng.shuffle(out)
+    return out
+
+
+def short_queries(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [f"Instruct: {TASK}\nQuery: " + " ".join(rng.choice(SEED_WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
+
+
+# --- the machine's limit --------------------------------------------------------------------------------
+
+
+def matmul_flops(device: str, dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """Best dense matmul FLOP/s over the model's own GEMM shapes (tokens x 1024 <-> 4096), ~1 s each."""
+    best = 0.0
+    for m in (1024, 2048, 4096):
+        for k, n in ((1024, 4096), (4096, 1024), (1024, 3072)):
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            b = torch.randn(k, n, device=device, dtype=dtype)
+            for _ in range(3):
+                a @ b
+            sync(device)
+            start, done = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds / 9:
+                a @ b
+                done += 1
+                if done % 8 == 0:
+                    sync(device)
+            sync(device)
+            best = max(best, 2 * m * k * n * done / (time.perf_counter() - start))
+    return best
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class FlopCounter:
+    """Counts what reaches the encoder (rows x padded length per forward), for every contender alike.
+
+    The hook sits on the embeddings layer: sentence-transformers calls `model.forward` directly, which
+    skips hooks on the model itself.
+    """
+
+    def __init__(self, model, config):
+        self.config = config
+        self.computed_tokens = 0
+        self.flops = 0.0
+        self.forwards = 0
+        self._handle = model.embeddings.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        b, t = ids.shape
+        self.forwards += 1
+        self.computed_tokens += b * t
+        self.flops += model_flops(self.config, b, t)
+
+    def reset(self):
+        self.computed_tokens, self.flops, self.forwards = 0, 0.0, 0
+
+
+def model_flops(config, batch: int, length: int) -> float:
+    """Forward FLOPs of the encoder: the dense layers per token plus attention's two T x T products."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    dense = 2 * (4 * h * h + 2 * h * i) * layers * batch * length
+    attention = 2 * 2 * length * length * h * layers * batch
+    return dense + attention
+
+
+def useful_flops(config, lengths: list[int]) -> float:
+    return sum(model_flops(config, 1, n) for n in lengths)
+
+
+# --- contenders -----------------------------------------------------------------------------------------
+
+
+class ThisPredictor:
+    name = "this predictor"
+
+    def __init__(self, weights: Path, device: str):
+        os.environ["E5_WEIGHTS_DIR"] = str(weights)
+        os.environ["E5_DEVICE"] = device
+        from predict import Predictor
+
+        self.loop = asyncio.new_event_loop()
+        start = time.perf_counter()
+        self.predictor = Predictor()
+        self.loop.run_until_complete(self.predictor.setup())
+        self.setup_seconds = time.perf_counter() - start
+        self.model = self.predictor.embedder.model
+
+    def embed(self, texts: list[str]):
+        # The strings are already formatted (queries carry their instruction), so all go in as documents.
+        out = self.loop.run_until_complete(self.predictor.predict(
+            texts=texts, task=TASK, input_type="document", normalize=True, truncate=True,
+            documents=None, top_k=None, encoding_format="float"))
+        return out
+
+    def close(self):
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+
+
+class ModelCardCode:
+    """The model card's snippet, batched: tokenizer(padding=True, truncation=True, max_length=512) per 32."""
+
+    name = "model card code (batch 32)"
+
+    def __init__(self, weights: Path, device: str, dtype: torch.dtype):
+        from transformers import AutoModel, AutoTokenizer
+
+        start = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(weights)
+        self.model = AutoModel.from_pretrained(weights, dtype=dtype).to(device).eval()
+        self.setup_seconds = time.perf_counter() - start
+        self.device = device
+
+    @torch.no_grad()
+    def embed(self, texts: list[str], batch_size: int = 32):
+        import torch.nn.functional as F
+
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenizer(texts[i : i + batch_size], max_length=512, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            masked = hidden.masked_fill(~batch["attention_mask"][..., None].bool(), 0.0)
+            pooled = masked.sum(dim=1) / batch["attention_mask"].sum(dim=1)[..., None]
+            out.append(F.normalize(pooled, p=2, dim=1).float().cpu())
+        return torch.cat(out).numpy().tolist()
+
+
+class SentenceTransformersCode:
+    def __init__(self, weights: Path, device: str, dtype: torch.dtype, batch_size: int | None):
+        from sentence_transformers import SentenceTransformer, models
+
+        start = time.perf_counter()
+        transformer = models.Transformer(str(weights), max_seq_length=512, model_kwargs={"dtype": dtype})
+        pooling = models.Pooling(transformer.get_word_embedding_dimension(), "mean")
+        self.st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device=device)
+        self.setup_seconds = time.perf_counter() - start
+        self.batch_size = batch_size
+        self.model = transformer.auto_model
+        self.name = f"sentence-transformers (batch {batch_size or 'default'})"
+
+    def embed(self, texts: list[str]):
+        kwargs = {} if self.batch_size is None else {"batch_size": self.batch_size}
+        return self.st.encode(texts, convert_to_numpy=True, **kwargs).tolist()
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def run_throughput(contender, counter: FlopCounter, texts: list[str], real_tokens: int, config, peak: float, device: str) -> dict:
+    contender.embed(texts[:8])  # warm-up on this workload's shapes
+    counter.reset()
+    sync(device)
+    start = time.perf_counter()
+    output = contender.embed(texts)
+    sync(device)
+    seconds = time.perf_counter() - start
+    lengths_flops = counter.flops
+    return output, {
+        "seconds": seconds,
+        "tokens_per_s": real_tokens / seconds,
+        "padding_efficiency": real_tokens / counter.computed_tokens,
+        "forwards": counter.forwards,
+        "achieved_flops": lengths_flops / seconds,
+        "computed_flops_fraction_of_peak": lengths_flops / seconds / peak,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def run_latency(contender, queries: list[str], device: str) -> dict:
+    contender.embed(queries[:1])
+    times = []
+    for q in queries:
+        sync(device)
+        start = time.perf_counter()
+        contender.embed([q])
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99), "n": len(times)}
+
+
+@torch.inference_mode()
+def bare_forward_latency(model, tokenizer, queries: list[str], device: str) -> dict:
+    """The floor for one query: the encoder alone on the same tokens, no pooling, no tokenization."""
+    encoded = [tokenizer(q, truncation=True, max_length=512, return_tensors="pt").to(device) for q in queries]
+    model(**encoded[0])
+    times = []
+    for batch in encoded:
+        sync(device)
+        start = time.perf_counter()
+        model(**batch)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99), "n": len(times)}
+
+
+def output_path_cost(out, request_seconds: float) -> dict:
+    """Where the time goes for a big request of short texts: the request vs turning vectors into JSON."""
+    from e5.encodings import encode_vectors
+
+    total = request_seconds
+    vectors = np.asarray(out.embeddings, dtype=np.float32)
+    t0 = time.perf_counter()
+    encoded = encode_vectors(vectors, "float").tolist()
+    t1 = time.perf_counter()
+    body = json.dumps({"embeddings": encoded})
+    t2 = time.perf_counter()
+    # In-process only: Cog's own encoder costs more (scripts/loadtest.py output measures it on the server).
+    return {"request_seconds": total, "tolist_seconds": t1 - t0, "json_seconds": t2 - t1, "json_megabytes": len(body) / 1e6}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+def pick_weights() -> tuple[Path, str]:
+    weights = ROOT / "weights"
+    try:
+        config = json.loads((weights / "config.json").read_text())
+        if config.get("num_hidden_layers") == 24 and (weights / "model.safetensors").is_file():
+            return weights, "real weights"
+    except (OSError, ValueError):
+        pass
+    if not (FULL_SIZE_CACHE / "model.safetensors").is_file():
+        print(f"generating the full-size architecture into {FULL_SIZE_CACHE} (once)", flush=True)
+        write_checkpoint(FULL_SIZE_CACHE, num_hidden_layers=24, vocab_size=250002)
+    return FULL_SIZE_CACHE, "full-size architecture, random weights"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
+    parser.add_argument("--mixed", type=int, default=128, help="texts in the mixed workload")
+    parser.add_argument("--short", type=int, default=2048, help="texts in the short-query workload")
+    parser.add_argument("--latency", type=int, default=20, help="single-query requests per contender")
+    parser.add_argument("--st-batches", default="8,16,32", help="sentence-transformers batch sizes to try")
+    args = parser.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    weights, weights_kind = pick_weights()
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    print(f"device {device} ({machine}), {str(dtype)[6:]}, model: {weights_kind}", flush=True)
+
+    peak = matmul_flops(device, dtype)
+    print(f"dense matmul peak measured: {peak / 1e9:.1f} GFLOP/s", flush=True)
+
+    ours = ThisPredictor(weights, device)
+    ours_rss = peak_rss_mb()
+    ours_cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    tokenizer = ours.predictor.embedder.tokenizer
+    config = ours.model.config
+
+    workloads = {"mixed": mixed_corpus(args.mixed), "short": short_queries(args.short)}
+    real = {}
+    for name, texts in workloads.items():
+        enc = ours.predictor.embedder.tokenize(texts)
+        real[name] = sum(enc.token_counts)
+        useful = useful_flops(config, enc.token_counts)
+        print(f"workload {name}: {len(texts)} texts, {real[name]} tokens, {sum(enc.truncated)} truncated", flush=True)
+        real[name + "_useful_flops"] = useful
+
+    contenders = [ours, ModelCardCode(weights, device, dtype)]
+    st_sizes = [int(b) for b in args.st_batches.split(",") if b]
+    contenders.append(SentenceTransformersCode(weights, device, dtype, None))
+    contenders += [SentenceTransformersCode(weights, device, dtype, b) for b in st_sizes if b != 32]
+
+    results = {"device": device, "machine": machine, "dtype": str(dtype)[6:], "model": weights_kind,
+               "matmul_peak_flops": peak, "workloads": {}, "latency": {}, "setup": {}}
+    for contender in contenders:
+        counter = FlopCounter(contender.model, config)
+        results["setup"][contender.name] = contender.setup_seconds
+        for name, texts in workloads.items():
+            if name == "short" and isinstance(contender, SentenceTransformersCode) and contender.batch_size is not None:
+                continue  # the short workload compares against each library's default only
+            output, r = run_throughput(contender, counter, texts, real[name], config, peak, device)
+            if contender is ours and name == "short":
+                results["output_path_short"] = output_path_cost(output, r["seconds"])
+            r["mfu"] = real[name + "_useful_flops"] / r["seconds"] / peak
+            results["workloads"].setdefault(name, {})[contender.name] = r
+            print(f"  {name:6s} {contender.name:38s} {r['tokens_per_s']:9.1f} tok/s  padding eff {r['padding_efficiency']:.3f}  "
+                  f"MFU {r['mfu']:.3f}  ({r['seconds']:.1f}s, {r['forwards']} forwards)", flush=True)
+        if args.latency and (contender is ours or contender.name.endswith("default)") or isinstance(contender, ModelCardCode)):
+            queries = short_queries(args.latency, seed=7)
+            results["latency"][contender.name] = run_latency(contender, queries, device)
+            print(f"  latency {contender.name:37s} p50 {results['latency'][contender.name]['p50_ms']:.1f} ms  "
+                  f"p99 {results['latency'][contender.name]['p99_ms']:.1f} ms", flush=True)
+        counter._handle.remove()
+
+    if args.latency:
+        bare = bare_forward_latency(ours.model, tokenizer, short_queries(args.latency, seed=7), device)
+        results["latency"]["bare forward pass"] = bare
+        print(f"  latency {'bare forward pass':37s} p50 {bare['p50_ms']:.1f} ms  p99 {bare['p99_ms']:.1f} ms", flush=True)
+    ours.close()
+    # The peak again at the end, so a clock that drifted during the run cannot flatter the fractions.
+    end_peak = matmul_flops(device, dtype)
+    if end_peak > peak:
+        for rows in results["workloads"].values():
+            for r in rows.values():
+                r["mfu"] *= peak / end_peak
+                r["computed_flops_fraction_of_peak"] *= peak / end_peak
+        results["matmul_peak_flops"] = peak = end_peak
+    print(f"dense matmul peak (best of start and end): {peak / 1e9:.1f} GFLOP/s")
+    results["peak_rss_mb_after_our_setup"] = ours_rss
+    results["peak_rss_mb_end"] = peak_rss_mb()
+    if ours_cuda_peak is not None:
+        results["cuda_peak_mb_after_our_setup"] = ours_cuda_peak
+    summarize(results, ours.name)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    chart(results, args.out / "chart.png")
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'chart.png'}")
+    return 0
+
+
+def summarize(results: dict, ours: str) -> None:
+    print("\nsummary")
+    for name, rows in results["workloads"].items():
+        base = rows[ours]["tokens_per_s"]
+        for contender, r in rows.items():
+            if contender != ours:
+                print(f"  {name}: this predictor is {base / r['tokens_per_s']:.2f}x {contender}")
+    lat = results["latency"]
+    if ours in lat and "bare forward pass" in lat:
+        print(f"  single query p50: {lat[ours]['p50_ms'] / lat['bare forward pass']['p50_ms']:.2f}x a bare forward pass")
+    for name, rows in results["workloads"].items():
+        print(f"  {name}: MFU (useful FLOP/s / measured matmul peak) {rows[ours]['mfu']:.3f}, padding efficiency {rows[ours]['padding_efficiency']:.3f}")
+    o = results["output_path_short"]
+    print(f"  short workload: request {o['request_seconds']:.2f}s, tolist {o['tolist_seconds']:.3f}s, "
+          f"json {o['json_seconds']:.3f}s ({o['json_megabytes']:.1f} MB)")
+    print(f"  setup (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["setup"].items()))
+    print(f"  peak RSS after our setup: {results['peak_rss_mb_after_our_setup']:.0f} MB")
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results["workloads"])
+    fig, axes = plt.subplots(1, len(workloads) + 1, figsize=(6 * (len(workloads) + 1), 4.5))
+    for ax, name in zip(axes, workloads):
+        rows = results["workloads"][name]
+        labels = list(rows)
+        ax.barh(labels, [rows[k]["tokens_per_s"] for k in labels], color=["#d62728"] + ["#7f7f7f"] * (len(labels) - 1))
+        ax.set_title(f"{name} workload: tokens/s (higher is better)")
+        ax.invert_yaxis()
+    lat = results["latency"]
+    labels = list(lat)
+    axes[-1].barh(labels, [lat[k]["p50_ms"] for k in labels], color="#1f77b4")
+    axes[-1].set_title("single query p50 latency, ms (lower is better)")
+    axes[-1].invert_yaxis()
+    fig.suptitle(f"{results['model']} on {results['device']} ({results['machine']}), {results['dtype']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Load on the real Cog server: every answer checked, nothing lost, memory watched.
+
+    python scripts/loadtest.py mixed [--requests 2000] [--clients 8]
+    python scripts/loadtest.py concurrency [--levels 1,4,16,64] [--per-level 64] [--full-size]
+    python scripts/loadtest.py output [--texts 2048]
+
+Starts `python -m cog.server.http` on 127.0.0.1 with a generated checkpoint (the 2-layer test model, or
+with --full-size the real architecture with random weights), sends bounded traffic (a request cap and a time
+cap), and afterwards recomputes every distinct valid input directly with the engine to check each answer.
+
+mixed:       valid and invalid requests (empty strings, non-strings, bad options, odd JSON), first one
+             at a time, then from --clients threads. Reports failures (a valid request that failed, or an
+             invalid one that did not fail with a named input), wrong answers, 409s, latency percentiles and
+             the server's resident memory after warm-up and at the end.
+concurrency: C clients each sending single short queries, for each C in --levels. Reports requests/s,
+             latency p50/p99, mean texts per forward (from the responses' metrics) and 409s.
+output:      one request of --texts short texts per encoding_format: where the time goes between the
+             predictor's own work (tokenize, forward, encode) and the server turning the output into JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from cog_server import CogServer  # noqa: E402
+from synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
+
+CACHE = Path.home() / ".cache" / "e5-cog"
+TASK = "Given a web search query, retrieve relevant passages that answer the query"
+TOLERANCE = 1e-5
+
+
+def checkpoint(full_size: bool) -> Path:
+    path = CACHE / ("full-size" if full_size else "tiny")
+    if not (path / "model.safetensors").is_file():
+        write_checkpoint(path, **({"num_hidden_layers": 24, "vocab_size": 250002} if full_size else {}))
+    return path
+
+
+# --- traffic --------------------------------------------------------------------------------------------
+
+
+def random_text(rng: random.Random, max_words: int = 60) -> str:
+    return " ".join(rng.choice(SEED_WORDS) for _ in range(rng.randint(1, max_words)))
+
+
+INVALID = [
+    ({"texts": []}, "`texts` is empty"),
+    ({"texts": ["ok", ""]}, "`texts[1]` is empty"),
+    ({"texts": ["ok", 3]}, "`texts[1]` must be a string"),
+    ({"texts": [None]}, "`texts[0]` must be a string"),
+    ({"texts": [["nested"]]}, "`texts[0]` must be a string"),
+    ({"texts": 42}, "`texts` must be a list of strings"),
+    ({"texts": ["ok"], "input_type": "passage"}, "`input_type` must be one of"),
+    ({"texts": ["ok"], "task": "   "}, "`task` is empty"),
+    # A lone surrogate is refused by the server's JSON parser (400) before the predictor sees it.
+    ({"texts": ["ok \ud800"]}, "input.texts[0]"),
+    ({}, "`texts` is required"),
+]
+
+
+def make_request(rng: random.Random, invalid_share: float) -> tuple[dict, str | None]:
+    if rng.random() < invalid_share:
+        return rng.choice(INVALID)
+    inputs = {"texts": [random_text(rng) for _ in range(rng.randint(1, 8))], "input_type": rng.choice(["query", "document"])}
+    if rng.random() < 0.2:
+        inputs["texts"] = inputs["texts"][0]  # a bare string is one text
+    return inputs, None
+
+
+def send(server: CogServer, inputs: dict) -> dict:
+    start = time.perf_counter()
+    body = json.dumps({"input": inputs}, ensure_ascii=True).encode()
+    try:
+        status, response = server.post("/predictions", body, timeout=600)
+    except Exception as err:  # a dropped connection is a lost request, counted as such
+        return {"inputs": inputs, "status": None, "error": f"{type(err).__name__}: {err}", "seconds": time.perf_counter() - start}
+    return {"inputs": inputs, "status": status, "body": response, "seconds": time.perf_counter() - start}
+
+
+# --- checking -------------------------------------------------------------------------------------------
+
+
+def formatted(inputs: dict) -> list[str]:
+    texts = inputs["texts"] if isinstance(inputs["texts"], list) else [inputs["texts"]]
+    if inputs.get("input_type", "query") == "document":
+        return texts
+    return [f"Instruct: {TASK}\nQuery: {t}" for t in texts]
+
+
+def check(results: list[dict], weights: Path) -> dict:
+    """Recompute every distinct valid text directly, then compare each answer."""
+    from e5 import Embedder
+
+    embedder = Embedder.load(weights, device="cpu")
+    distinct = sorted({t for r in results if r.get("expect") is None and r["status"] == 200 for t in formatted(r["inputs"])})
+    expected = dict(zip(distinct, embedder.embed_texts(distinct))) if distinct else {}
+    counts = {"requests": len(results), "ok": 0, "expected_errors": 0, "failures": 0, "wrong": 0, "busy_409": 0, "lost": 0}
+    examples = []
+    for r in results:
+        if r["status"] is None:
+            counts["lost"] += 1
+            examples.append(r["error"])
+            continue
+        if r["status"] == 409:
+            counts["busy_409"] += 1
+            continue
+        body = r["body"]
+        if r.get("expect") is not None:
+            message = body.get("error") or body.get("raw") or ""
+            if (body.get("status") == "failed" or r["status"] == 400) and r["expect"] in message:
+                counts["expected_errors"] += 1
+            else:
+                counts["failures"] += 1
+                examples.append(f"expected error {r['expect']!r}, got {str(body)[:200]}")
+            continue
+        if body.get("status") != "succeeded":
+            counts["failures"] += 1
+            examples.append(str(body)[:300])
+            continue
+        got = np.asarray(body["output"]["embeddings"], dtype=np.float32)
+        want = np.stack([expected[t] for t in formatted(r["inputs"])])
+        if got.shape != want.shape or np.abs(got - want).max() > TOLERANCE:
+            counts["wrong"] += 1
+            examples.append(f"wrong vectors for a request of {len(want)} texts")
+        else:
+            counts["ok"] += 1
+    counts["examples"] = examples[:5]
+    return counts
+
+
+def latency_summary(results: list[dict]) -> dict:
+    times = sorted(r["seconds"] for r in results if r["status"] == 200)
+    if not times:
+        return {}
+    pick = lambda q: times[min(len(times) - 1, int(q * (len(times) - 1)))]  # noqa: E731
+    return {"p50_ms": 1000 * pick(0.5), "p90_ms": 1000 * pick(0.9), "p99_ms": 1000 * pick(0.99), "max_ms": 1000 * times[-1]}
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the server and its Python worker)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+        stack.extend(children.get(p, []))
+    return total / 1024
+
+
+# --- modes ----------------------------------------------------------------------------------------------
+
+
+def run_mixed(args, weights: Path, log_path: Path) -> dict:
+    rng = random.Random(args.seed)
+    deadline = time.monotonic() + args.time_limit
+    with CogServer(weights, concurrency=args.slots, log_path=log_path) as server:
+        assert server.wait_until() == "READY", "server did not become ready"
+        for _ in range(args.warmup):
+            send(server, make_request(rng, 0.0)[0])
+        rss_start = tree_rss_mb(server.proc.pid)
+        results = []
+        half = args.requests // 2
+        for _ in range(half):  # one at a time
+            if time.monotonic() > deadline:
+                break
+            inputs, expect = make_request(rng, args.invalid_share)
+            results.append({**send(server, inputs), "expect": expect})
+        planned = [make_request(rng, args.invalid_share) for _ in range(args.requests - half)]
+
+        def one(item):
+            if time.monotonic() > deadline:
+                return None
+            inputs, expect = item
+            return {**send(server, inputs), "expect": expect}
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results += [r for r in pool.map(one, planned) if r is not None]
+        concurrent_seconds = time.perf_counter() - started
+        rss_end = tree_rss_mb(server.proc.pid)
+        ready_after = server.status()
+    report = check(results, weights)
+    report.update(latency_summary(results))
+    report.update({"rss_mb_after_warmup": rss_start, "rss_mb_end": rss_end, "rss_growth_mb": rss_end - rss_start,
+                   "status_after": ready_after, "concurrent_phase_seconds": concurrent_seconds})
+    return report
+
+
+def run_concurrency(args, weights: Path, log_path: Path) -> dict:
+    rng = random.Random(args.seed)
+    levels = [int(c) for c in args.levels.split(",")]
+    out = {}
+    with CogServer(weights, concurrency=args.slots, log_path=log_path) as server:
+        assert server.wait_until() == "READY", "server did not become ready"
+        for _ in range(3):
+            send(server, {"texts": [random_text(rng, 8)]})
+        for c in levels:
+            queries = [{"texts": [random_text(rng, 8)]} for _ in range(max(args.per_level, c))]
+            deadline = time.monotonic() + args.time_limit
+            lock = threading.Lock()
+            todo = list(queries)
+            results: list[dict] = []
+
+            def client():
+                while time.monotonic() < deadline:
+                    with lock:
+                        if not todo:
+                            return
+                        inputs = todo.pop()
+                    r = {**send(server, inputs), "expect": None}
+                    with lock:
+                        results.append(r)
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client) for _ in range(c)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds = time.perf_counter() - started
+            answered = [r for r in results if r["status"] == 200]
+            per_forward = [r["body"]["metrics"].get("texts_per_forward", 1) for r in answered if r["body"].get("status") == "succeeded"]
+            row = latency_summary(results)
+            row.update({"clients": c, "requests": len(results), "seconds": seconds, "requests_per_s": len(answered) / seconds,
+                        "mean_texts_per_forward": statistics.fmean(per_forward) if per_forward else 0.0,
+                        "busy_409": sum(r["status"] == 409 for r in results)})
+            row["_results"] = results
+            out[c] = row
+            print(f"C={c:3d}: {row['requests_per_s']:.2f} req/s, p50 {row.get('p50_ms', 0):.0f} ms, p99 {row.get('p99_ms', 0):.0f} ms, "
+                  f"{row['mean_texts_per_forward']:.1f} texts/forward, {row['busy_409']} x 409", flush=True)
+    everything = [r for row in out.values() for r in row.pop("_results")]
+    verdict = check(everything, weights)
+    base = out[levels[0]]
+    for row in out.values():
+        row["speedup_vs_first"] = row["requests_per_s"] / base["requests_per_s"]
+        row["p99_vs_first_p50"] = row.get("p99_ms", 0) / base["p50_ms"] if base.get("p50_ms") else None
+    return {"levels": out, "check": verdict}
+
+
+def run_output(args, weights: Path, log_path: Path) -> dict:
+    rng = random.Random(args.seed)
+    texts = [random_text(rng, 8) for _ in range(args.texts)]
+    out = {}
+    with CogServer(weights, concurrency=1, log_path=log_path) as server:
+        assert server.wait_until() == "READY", "server did not become ready"
+        for fmt in ("float", "base64", "int8", "binary"):
+            for _ in range(2):  # the second run is reported: the first pays for warm-up
+                start = time.perf_counter()
+                body = json.dumps({"input": {"texts": texts, "input_type": "document", "encoding_format": fmt}}).encode()
+                status, response = server.post("/predictions", body, timeout=900)
+                wall = time.perf_counter() - start
+            m = response["metrics"]
+            own = sum(m["seconds"].values()) - m["seconds"].get("queue_and_forward", 0)
+            out[fmt] = {"wall_s": wall, "predict_time_s": m["predict_time"], "predictor_s": own,
+                        "forward_s": m["seconds"]["forward"], "encode_s": m["seconds"]["encode"],
+                        "server_output_s": m["predict_time"] - own, "response_mb": len(json.dumps(response)) / 1e6}
+            print(f"{fmt:7s} wall {wall:6.2f}s  predictor {own:6.2f}s (forward {m['seconds']['forward']:.2f}s)  "
+                  f"server output {m['predict_time'] - own:6.2f}s  response {out[fmt]['response_mb']:.1f} MB", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["mixed", "concurrency", "output"])
+    parser.add_argument("--texts", type=int, default=2048, help="texts in the output-mode request")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--levels", default="1,4,16,64")
+    parser.add_argument("--per-level", type=int, default=64, help="requests per concurrency level (at least C)")
+    parser.add_argument("--slots", type=int, default=32, help="COG_MAX_CONCURRENCY for the server")
+    parser.add_argument("--invalid-share", type=float, default=0.2)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--time-limit", type=float, default=900, help="seconds per phase before traffic stops")
+    parser.add_argument("--full-size", action="store_true", help="24 x 1024 random-weight model (slow on CPU)")
+    parser.add_argument("--weights", type=Path, help="use this checkpoint instead of a generated one")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the report here")
+    args = parser.parse_args(argv)
+
+    weights = args.weights or checkpoint(args.full_size)
+    log_path = Path(tempfile.mkdtemp(prefix="e5-loadtest-")) / "server.log"
+    run = {"mixed": run_mixed, "concurrency": run_concurrency, "output": run_output}[args.mode]
+    report = run(args, weights, log_path)
+    report["server_log"] = str(log_path)
+    print(json.dumps(report, indent=2, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    if args.mode == "output":
+        return 0
+    verdict = report if args.mode == "mixed" else report["check"]
+    bad = verdict["failures"] + verdict["wrong"] + verdict["lost"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
