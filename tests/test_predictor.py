@@ -173,7 +173,7 @@ def test_documents_are_ranked_against_queries(embed):
 
 @pytest.mark.parametrize("fmt", ["base64", "int8", "binary"])
 def test_compact_encodings_decode_to_the_float_vectors(embed, fmt):
-    floats = np.array(embed(texts=QUERIES, documents=DOCUMENTS).embeddings, dtype=np.float32)
+    floats = np.asarray(embed(texts=QUERIES, documents=DOCUMENTS).embeddings, dtype=np.float64)
     out = embed(texts=QUERIES, documents=DOCUMENTS, encoding_format=fmt)
     assert out.encoding_format == fmt and len(out.document_embeddings) == 2
     if fmt == "base64":  # the exact float32 bits, of which `float` is the 8-decimal rounding
