@@ -71,7 +71,7 @@ class Predictor(BasePredictor):
         start = time.perf_counter()
         weights_dir = os.environ.get("E5_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR
         self.limits = Limits.from_env()
-        self.max_wait_s = float(os.environ.get("E5_BATCH_WAIT_MS", "2")) / 1000
+        self.max_wait_s = float(os.environ.get("E5_BATCH_WAIT_MS", "20")) / 1000
         self.embedder = Embedder.load(weights_dir)
         warm = self.embedder.warm_up()
         self._batcher: Batcher | None = None
@@ -206,11 +206,10 @@ class Predictor(BasePredictor):
         started = time.perf_counter()
         if texts is not None or documents is not None:
             raise InputError("give `texts` or `texts_file`, not both (and `documents` only with `texts`)", "conflicting_inputs")
-        input_type = validate_input_type(input_type)
-        task = validate_task(task, input_type, self.limits)
-        normalize = validate_bool(normalize, "normalize")
-        truncate = validate_bool(truncate, "truncate")
-        if validate_choice(encoding_format, "encoding_format", ENCODING_FORMATS) != "float":
+        task, input_type, normalize, truncate, encoding_format = self._validate_options(
+            task, input_type, normalize, truncate, encoding_format
+        )
+        if encoding_format != "float":
             raise InputError("`encoding_format` shapes JSON output; `texts_file` results are float32 files", "conflicting_inputs")
         output_file_format = validate_choice(output_file_format, "output_file_format", OUTPUT_FORMATS)
         total = await asyncio.to_thread(count_texts, texts_file, self.limits.max_chars_per_text)
@@ -257,10 +256,9 @@ class Predictor(BasePredictor):
         if texts is None:
             raise InputError("`texts` is required: a list of strings to embed", "missing_texts")
         texts = validate_texts(texts, self.limits, "texts")
-        input_type = validate_input_type(input_type)
-        task = validate_task(task, input_type, self.limits)
-        normalize = validate_bool(normalize, "normalize")
-        truncate = validate_bool(truncate, "truncate")
+        task, input_type, normalize, truncate, encoding_format = self._validate_options(
+            task, input_type, normalize, truncate, encoding_format
+        )
         if documents is not None:
             documents = validate_texts(documents, self.limits, "documents")
             if len(texts) + len(documents) > self.limits.max_texts:
@@ -272,8 +270,16 @@ class Predictor(BasePredictor):
         top_k = validate_top_k(top_k)
         if top_k is not None and documents is None:
             raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
-        encoding_format = validate_choice(encoding_format, "encoding_format", ENCODING_FORMATS)
         return texts, task, input_type, normalize, truncate, documents, top_k, encoding_format
+
+    def _validate_options(self, task, input_type, normalize, truncate, encoding_format):
+        """The options every request has, with or without a file."""
+        input_type = validate_input_type(input_type)
+        task = validate_task(task, input_type, self.limits)
+        normalize = validate_bool(normalize, "normalize")
+        truncate = validate_bool(truncate, "truncate")
+        encoding_format = validate_choice(encoding_format, "encoding_format", ENCODING_FORMATS)
+        return task, input_type, normalize, truncate, encoding_format
 
     async def _tokenize(self, texts: list[str], truncate: bool, name: str):
         if sum(len(t) for t in texts) > TOKENIZE_IN_THREAD_CHARS:

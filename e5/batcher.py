@@ -59,7 +59,7 @@ class BatcherStats:
 
 
 class Batcher:
-    def __init__(self, embedder: Embedder, max_wait_s: float = 0.002, group_token_cap: int | None = None):
+    def __init__(self, embedder: Embedder, max_wait_s: float = 0.02, group_token_cap: int | None = None):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
         # One group at most this many real tokens, so a giant request cannot hold newer ones for long.
@@ -69,6 +69,7 @@ class Batcher:
         self._queue: deque[Job] = deque()
         self._wakeup = asyncio.Event()
         self._arriving = 0  # requests admitted but not yet queued (still validating or tokenizing)
+        self._last_forward_s = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5-forward")
         self._task = self.loop.create_task(self._run(), name="e5-batcher")
 
@@ -110,8 +111,19 @@ class Batcher:
                     job.fail(err if isinstance(err, E5Error) else EngineError(f"{type(err).__name__}: {err}"))
 
     async def _wait_for_company(self) -> None:
-        deadline = time.monotonic() + self.max_wait_s
-        while self._arriving > 0 and time.monotonic() < deadline:
+        """Hold the first queued job briefly so concurrent requests can join its forward.
+
+        Two signals: requests already admitted and still tokenizing (wait for them, up to max_wait_s),
+        and the clients whose answers just left (a closed loop of callers sends again within milliseconds).
+        The second wait is at most 5% of the last forward's duration, so it costs a single caller at most
+        5% latency: ~12 ms on a CPU, well under a millisecond on a GPU.
+        """
+        start = time.monotonic()
+        linger = min(self.max_wait_s, 0.05 * self._last_forward_s)
+        while True:
+            waited = time.monotonic() - start
+            if waited >= self.max_wait_s or (self._arriving == 0 and waited >= linger):
+                return
             await asyncio.sleep(0.0005)
 
     def _take_group(self) -> list[Job]:
@@ -170,6 +182,7 @@ class Batcher:
             self._scatter(own, vectors, seconds)
 
     def _scatter(self, items: list[tuple[Job, int]], vectors: torch.Tensor, seconds: float) -> None:
+        self._last_forward_s = seconds
         jobs: dict[Job, tuple[list[int], list[int]]] = {}
         for position, (job, row) in enumerate(items):
             rows, positions = jobs.setdefault(job, ([], []))

@@ -2,7 +2,7 @@
 
 Input  (`texts_file`): .txt (one text per line), .jsonl (an object per line with a `text` string),
        .json (a list of strings), .csv (a `text` column). Read as data only: never a path, shell or code.
-Output: .npy (float32, shape (N, 1024), written in place through a memory map) or .jsonl
+Output: .npy (float32, shape (N, 1024): the header, then rows appended as they come) or .jsonl
        ({"index": i, "embedding": [...]} per line).
 """
 
@@ -88,25 +88,23 @@ class VectorWriter:
     """Writes vectors as they come, so 100,000 texts never sit in memory as JSON."""
 
     def __init__(self, path: Path, fmt: str, count: int, dimensions: int):
-        self.path, self.fmt, self.written = path, fmt, 0
+        # Plain appends, not a memory map: a map's dirty pages count as the process's resident memory.
+        self.path, self.fmt, self.count, self.written = path, fmt, count, 0
         if fmt == "npy":
-            self._array = np.lib.format.open_memmap(path, mode="w+", dtype="<f4", shape=(count, dimensions))
+            self._file = open(path, "wb")
+            header = {"descr": "<f4", "fortran_order": False, "shape": (count, dimensions)}
+            np.lib.format.write_array_header_1_0(self._file, header)
         else:
             self._file = open(path, "w", encoding="utf-8")
 
     def write(self, vectors: np.ndarray) -> None:
         if self.fmt == "npy":
-            self._array[self.written : self.written + len(vectors)] = vectors
-        else:
-            for row in vectors.tolist():
-                self._file.write(json.dumps({"index": self.written, "embedding": row}) + "\n")
-                self.written += 1
+            self._file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+            self.written += len(vectors)
             return
-        self.written += len(vectors)
+        for row in vectors.tolist():
+            self._file.write(json.dumps({"index": self.written, "embedding": row}) + "\n")
+            self.written += 1
 
     def close(self) -> None:
-        if self.fmt == "npy":
-            self._array.flush()
-            del self._array
-        else:
-            self._file.close()
+        self._file.close()
