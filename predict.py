@@ -17,7 +17,7 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 from e5 import DEFAULT_TASK, MODEL_ID, PRESETS, Embedder, InputError
 from e5.batcher import Batcher
 from e5.encodings import encode_vectors
-from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks
+from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks, return_freed_memory
 from e5.instructions import format_texts
 from e5.ranking import cosine_scores, rank
 from e5.validation import (
@@ -235,6 +235,8 @@ class Predictor(BasePredictor):
                 times["tokenize"] += t1 - t0
                 times["forward"] += time.perf_counter() - t1
                 writer.write(vectors)
+                del vectors  # the chunk is on disk: free it before trimming
+                return_freed_memory()
                 counts += encoded.token_counts
                 truncated += encoded.truncated
                 elapsed = time.perf_counter() - started

@@ -93,14 +93,26 @@ def test_cancel_stops_a_running_prediction_and_the_server_carries_on(server, emb
         answer["status"], answer["body"] = server.post(
             "/predictions/cancel-me", json.dumps({"id": "cancel-me", "input": long_request}).encode(), method="PUT")
 
+    neighbour = {}
+
+    def run_neighbour():
+        neighbour["status"], neighbour["body"] = server.predict({"texts": ["a batch-mate of the cancelled one"]})
+
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(1.5)
+    time.sleep(1.0)
+    other = threading.Thread(target=run_neighbour)  # queued behind the long request
+    other.start()
+    time.sleep(0.5)
     status, _ = server.post("/predictions/cancel-me/cancel", b"")
     assert status == 200
     thread.join(timeout=60)
-    assert not thread.is_alive()
+    other.join(timeout=60)
+    assert not thread.is_alive() and not other.is_alive()
     assert answer["body"]["status"] == "canceled", answer
+    assert neighbour["body"]["status"] == "succeeded", neighbour
+    want_neighbour = embed(texts=["a batch-mate of the cancelled one"]).embeddings
+    assert np.abs(np.array(neighbour["body"]["output"]["embeddings"]) - np.array(want_neighbour)).max() < 1e-5
     deadline = time.monotonic() + 30
     while server.status() != "READY" and time.monotonic() < deadline:
         time.sleep(0.1)
