@@ -55,7 +55,6 @@ class BatcherStats:
     rows: int = 0
     merged_forwards: int = 0  # forwards that carried texts of more than one request
     failures: int = 0
-    per_forward_rows: list[int] = field(default_factory=list)
 
 
 class Batcher:
@@ -190,7 +189,6 @@ class Batcher:
             positions.append(position)
         self.stats.forwards += 1
         self.stats.rows += len(items)
-        self.stats.per_forward_rows.append(len(items))
         if len(jobs) > 1:
             self.stats.merged_forwards += 1
         for job, (rows, positions) in jobs.items():

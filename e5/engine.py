@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +110,6 @@ class Embedder:
         self,
         sequences: list[list[int]],
         normalize: bool | Sequence[bool] = True,
-        on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """All vectors for `sequences`, in their order, as one (N, C) float32 array."""
         flags = [normalize] * len(sequences) if isinstance(normalize, bool) else list(normalize)
@@ -118,8 +117,6 @@ class Embedder:
         for batch in self.plan([len(s) for s in sequences]):
             vectors = self.forward([sequences[i] for i in batch], [flags[i] for i in batch])
             out[torch.tensor(batch, device=out.device)] = vectors
-            if on_batch is not None:
-                on_batch(len(batch))
         return out.cpu().numpy()  # the one device-to-host transfer
 
     def embed_texts(self, texts: list[str], normalize: bool = True, truncate: bool = True) -> np.ndarray:
