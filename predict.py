@@ -17,7 +17,8 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 from e5 import DEFAULT_TASK, MODEL_ID, PRESETS, Embedder, InputError
 from e5.batcher import Batcher
 from e5.encodings import encode_vectors
-from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks, return_freed_memory
+from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks
+from e5.memory import return_freed_memory
 from e5.instructions import format_texts
 from e5.ranking import cosine_scores, rank
 from e5.validation import (

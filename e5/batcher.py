@@ -21,6 +21,7 @@ import torch
 
 from .engine import Embedder
 from .errors import E5Error, EngineError
+from .memory import return_freed_memory
 
 log = logging.getLogger("e5")
 
@@ -69,6 +70,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._arriving = 0  # requests admitted but not yet queued (still validating or tokenizing)
         self._last_forward_s = 0.0
+        self._worked_since_trim = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5-forward")
         self._task = self.loop.create_task(self._run(), name="e5-batcher")
 
@@ -97,6 +99,10 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             if not self._queue:
+                if self._worked_since_trim:  # idle: a good moment to hand freed memory back
+                    self._worked_since_trim = False
+                    await self.loop.run_in_executor(self._executor, return_freed_memory)
+                    continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -182,6 +188,7 @@ class Batcher:
 
     def _scatter(self, items: list[tuple[Job, int]], vectors: torch.Tensor, seconds: float) -> None:
         self._last_forward_s = seconds
+        self._worked_since_trim = True
         jobs: dict[Job, tuple[list[int], list[int]]] = {}
         for position, (job, row) in enumerate(items):
             rows, positions = jobs.setdefault(job, ([], []))

@@ -9,7 +9,6 @@ Output: .npy (float32, shape (N, 1024): the header, then rows appended as they c
 from __future__ import annotations
 
 import csv
-import ctypes
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,19 +82,6 @@ def read_chunks(path: str | Path, chunk_size: int, max_chars: int) -> Iterator[l
 
 def count_texts(path: str | Path, max_chars: int) -> int:
     return sum(len(c) for c in read_chunks(path, 4096, max_chars))
-
-
-def return_freed_memory() -> None:
-    """Hand memory freed by the last chunk back to the OS.
-
-    glibc keeps freed blocks in per-thread arenas (the tokenizer and forward threads each have one), so a
-    long bulk job's resident memory grew by ~5 KB per text although only one chunk is alive at a time.
-    malloc_trim releases them; elsewhere (musl, macOS) this does nothing.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class VectorWriter:
