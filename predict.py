@@ -203,7 +203,7 @@ class Predictor(BasePredictor):
         return output
 
     async def _predict_file(self, texts, texts_file, task, input_type, normalize, truncate, documents, encoding_format, output_file_format) -> Output:
-        """Bulk: read, embed and write chunk by chunk; memory stays bounded by one chunk."""
+        """Bulk: read, embed and write chunk by chunk; one chunk of texts and vectors is alive at a time."""
         started = time.perf_counter()
         if texts is not None or documents is not None:
             raise InputError("give `texts` or `texts_file`, not both (and `documents` only with `texts`)", "conflicting_inputs")
@@ -213,6 +213,8 @@ class Predictor(BasePredictor):
         if encoding_format != "float":
             raise InputError("`encoding_format` shapes JSON output; `texts_file` results are float32 files", "conflicting_inputs")
         output_file_format = validate_choice(output_file_format, "output_file_format", OUTPUT_FORMATS)
+        # A first pass over the file: it rejects a bad record before any embedding work is spent, and the
+        # .npy header needs the row count up front.
         total = await asyncio.to_thread(count_texts, texts_file, self.limits.max_chars_per_text)
         if total == 0:
             raise InputError("`texts_file` holds no texts", "empty_list")
@@ -224,7 +226,7 @@ class Predictor(BasePredictor):
         writer = VectorWriter(out_path, output_file_format, total, self.embedder.dimensions)
         counts: list[int] = []
         truncated: list[bool] = []
-        times = {"tokenize": 0.0, "forward": 0.0}
+        times = {"tokenize": 0.0, "queue_and_forward": 0.0, "forward": 0.0}
         chunks = read_chunks(texts_file, FILE_CHUNK_TEXTS, self.limits.max_chars_per_text)
         try:
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
@@ -232,9 +234,10 @@ class Predictor(BasePredictor):
                 formatted = format_texts(chunk, input_type, task)
                 encoded = await asyncio.to_thread(self.embedder.tokenize, formatted, truncate, "texts_file", len(counts))
                 t1 = time.perf_counter()
-                vectors, _ = await self.batcher().embed(encoded.ids, [normalize] * len(encoded.ids))
+                vectors, job = await self.batcher().embed(encoded.ids, [normalize] * len(encoded.ids))
                 times["tokenize"] += t1 - t0
-                times["forward"] += time.perf_counter() - t1
+                times["queue_and_forward"] += time.perf_counter() - t1
+                times["forward"] += job.forward_seconds
                 writer.write(vectors)
                 del vectors  # the chunk is on disk: free it before trimming
                 return_freed_memory()

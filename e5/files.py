@@ -1,4 +1,4 @@
-"""Bulk input and output files: texts streamed in, vectors streamed out, memory bounded by the chunk.
+"""Bulk input and output files: texts streamed in, vectors streamed out, one chunk held at a time.
 
 Input  (`texts_file`): .txt (one text per line), .jsonl (an object per line with a `text` string),
        .json (a list of strings), .csv (a `text` column). Read as data only: never a path, shell or code.
@@ -89,7 +89,7 @@ class VectorWriter:
 
     def __init__(self, path: Path, fmt: str, count: int, dimensions: int):
         # Plain appends, not a memory map: a map's dirty pages count as the process's resident memory.
-        self.path, self.fmt, self.count, self.written = path, fmt, count, 0
+        self.fmt, self.written = fmt, 0
         if fmt == "npy":
             self._file = open(path, "wb")
             header = {"descr": "<f4", "fortran_order": False, "shape": (count, dimensions)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 
 
 def return_freed_memory() -> None:
@@ -13,7 +14,14 @@ def return_freed_memory() -> None:
     nothing stays alive between chunks or requests.
     malloc_trim releases them; elsewhere (musl, macOS) this does nothing.
     """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
