@@ -59,7 +59,7 @@ class BatcherStats:
 
 
 class Batcher:
-    def __init__(self, embedder: Embedder, max_wait_s: float = 0.02, group_token_cap: int | None = None):
+    def __init__(self, embedder: Embedder, max_wait_s: float = 0.05, group_token_cap: int | None = None):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
         # One group at most this many real tokens, so a giant request cannot hold newer ones for long.
@@ -70,6 +70,8 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._arriving = 0  # requests admitted but not yet queued (still validating or tokenizing)
         self._last_forward_s = 0.0
+        self._answered = 0  # requests the last group answered: the callers likely to send again soon
+        self._queued_since_answer = 0
         self._worked_since_trim = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5-forward")
         self._task = self.loop.create_task(self._run(), name="e5-batcher")
@@ -83,6 +85,7 @@ class Batcher:
     async def embed(self, sequences: list[list[int]], normalize: list[bool]) -> tuple[np.ndarray, Job]:
         job = Job(sequences, normalize, self.loop.create_future())
         self._queue.append(job)
+        self._queued_since_answer += 1
         self._wakeup.set()
         # Cancelling the awaiting request cancels this future; the loop then skips the job's texts.
         return await job.future, job
@@ -114,20 +117,26 @@ class Batcher:
                 log.exception("batcher group failed")
                 for job in group:
                     job.fail(err if isinstance(err, E5Error) else EngineError(f"{type(err).__name__}: {err}"))
+            self._answered = sum(job.future.done() for job in group)
+            self._queued_since_answer = 0
 
     async def _wait_for_company(self) -> None:
         """Hold the first queued job briefly so concurrent requests can join its forward.
 
-        Two signals: requests already admitted and still tokenizing (wait for them, up to max_wait_s),
-        and the clients whose answers just left (a closed loop of callers sends again within milliseconds).
-        The second wait is at most 5% of the last forward's duration, so it costs a single caller at most
-        5% latency: ~12 ms on a CPU, well under a millisecond on a GPU.
+        Two signals that company is coming: requests admitted and still tokenizing (wait for them, up to
+        max_wait_s), and the callers the last group answered (a closed loop of clients sends again within
+        tens of milliseconds; without this wait they split into cohorts that take turns, each forward
+        half as full). That second wait ends as soon as as many new jobs have queued as were answered, and
+        lasts at most 5% of the last forward, so a lone caller pays at most 5% latency: tens of
+        milliseconds on a CPU, under a millisecond on a GPU.
         """
         start = time.monotonic()
         linger = min(self.max_wait_s, 0.05 * self._last_forward_s)
         while True:
             waited = time.monotonic() - start
-            if waited >= self.max_wait_s or (self._arriving == 0 and waited >= linger):
+            if waited >= self.max_wait_s:
+                return
+            if self._arriving == 0 and (waited >= linger or self._queued_since_answer >= self._answered):
                 return
             await asyncio.sleep(0.0005)
 

@@ -1,12 +1,17 @@
 """Planning micro-batches: pure list code, no model.
 
-Sequences are sorted longest first and packed while `batch size x longest length` (the tokens the model
-really computes, padding included) stays under a budget. Short texts then travel in large batches and long
-ones in small, padding stays near zero, and the largest batch comes first, so an out-of-memory shows at once.
+Sequences are sorted longest first and cut into contiguous batches, each padded to its first (longest)
+member. A plan costs what the model really computes: every padded token, plus a fixed cost per forward
+(reading all the weights, launching every kernel) counted in tokens. The planner picks the cuts that
+minimize that cost under a budget of padded tokens per batch. Short texts then travel in large batches
+and long ones in small, padding stays low without splitting a handful of texts into forwards too small
+to pay for themselves, and the largest batch comes first, so an out-of-memory shows at once.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Sequence
 
 
@@ -14,39 +19,47 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def plan_cost(width: int, rows: int, forward_cost: float) -> float:
+    """Tokens' worth of compute for one forward of `rows` sequences padded to `width`."""
+    return forward_cost + rows * width
+
+
 def plan_batches(
     lengths: Sequence[int],
     token_budget: int,
     multiple_of: int = 1,
-    max_padding: float = 1.0,
-    min_tokens: int = 0,
+    forward_cost: float = 0.0,
 ) -> list[list[int]]:
     """Indices into `lengths`, grouped so that each group's padded size is at most `token_budget`.
 
-    `max_padding` is the largest fraction of a row that may be padding: a CPU computes every pad token at
-    full cost and gains little from wide batches, so it wants this small; a GPU pays per forward launch and
-    prefers wide batches. Below `min_tokens` padded tokens a batch keeps growing despite padding: every
-    forward pays a fixed cost (reading all weights, launching every kernel) that a tiny batch cannot
-    amortize. A single sequence longer than the budget still gets a batch of its own.
+    Dynamic programming over the sorted lengths: `best[j]` is the cheapest plan for the `j` longest
+    sequences. A batch starting at `i` can end where the length drops (a cut there saves padding) or where
+    the budget is full; only those ends are tried, which keeps planning to milliseconds for 10,000 texts
+    and within 1% of trying every end (tests/test_pure.py checks both). A single sequence longer than
+    the budget still gets a batch of its own.
     """
     assert token_budget >= 1, f"token_budget must be >= 1, got {token_budget}"
-    assert 0.0 <= max_padding <= 1.0, f"max_padding must be in [0, 1], got {max_padding}"
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    assert forward_cost >= 0, f"forward_cost must be >= 0, got {forward_cost}"
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    widths = [round_up(lengths[i], multiple_of) for i in order]
+    drops = [j for j in range(1, n) if widths[j] < widths[j - 1]]
+    best = [0.0] + [math.inf] * n
+    start = [0] * (n + 1)  # start[j]: where the last batch of the best plan for the first j begins
+    for i in range(n):
+        if best[i] == math.inf:
+            continue
+        full = min(n, i + max(1, token_budget // widths[i]))
+        for j in drops[bisect_right(drops, i) : bisect_right(drops, full)] + [full]:
+            cost = best[i] + plan_cost(widths[i], j - i, forward_cost)
+            if cost < best[j]:
+                best[j], start[j] = cost, i
     batches: list[list[int]] = []
-    current: list[int] = []
-    width = 0  # padded length of the batch: its first (longest) member
-    for i in order:
-        over_budget = (len(current) + 1) * width > token_budget
-        too_padded = lengths[i] < (1.0 - max_padding) * width and len(current) * width >= min_tokens
-        if current and (over_budget or too_padded):
-            batches.append(current)
-            current = []
-        if not current:
-            width = round_up(lengths[i], multiple_of)
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    j = n
+    while j > 0:
+        batches.append(order[start[j] : j])
+        j = start[j]
+    return batches[::-1]
 
 
 def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]], multiple_of: int = 1) -> float:

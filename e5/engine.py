@@ -79,7 +79,7 @@ class Embedder:
 
     def plan(self, lengths: Sequence[int]) -> list[list[int]]:
         p = self.profile
-        return plan_batches(lengths, p.token_budget, p.pad_multiple, p.max_padding, p.min_tokens)
+        return plan_batches(lengths, p.token_budget, p.pad_multiple, p.forward_cost)
 
     def forward(self, sequences: list[list[int]], normalize: Sequence[bool]) -> torch.Tensor:
         """Vectors for one micro-batch, on the device, float32. Out of memory: split in half and retry."""

@@ -78,19 +78,18 @@ class DeviceProfile:
     dtype: torch.dtype
     pad_multiple: int  # tensor cores want dimensions in multiples of 8
     token_budget: int  # padded tokens per micro-batch
-    max_padding: float  # largest fraction of a row that may be padding (see batching.plan_batches)
-    min_tokens: int  # a batch smaller than this grows despite padding
+    forward_cost: int  # the fixed cost of one forward, in tokens' worth of compute (see batching.plan_batches)
 
 
 # Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
-# 1-2k tokens per forward and falls past 4k (activations leave the cache); below ~512 tokens the weight
-# reads of each forward dominate. A CPU pays for every pad token, so rows may carry little padding.
+# 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost (the
+# weight reads) is ~0.1 s, about 40 tokens; 32 gave the best mixed-workload throughput of 16/32/64/128/256
+# (a CPU pays for every pad token, so it wants little padding even at the price of more forwards).
 CPU_TOKEN_BUDGET = 2048
-CPU_MAX_PADDING = 0.1
-CPU_MIN_TOKENS = 512
-# A GPU pays a fixed cost per forward (24 layers of kernel launches) and prefers fewer, wider batches.
-CUDA_MAX_PADDING = 0.5
-CUDA_MIN_TOKENS = 1024
+CPU_FORWARD_COST = 32
+# A GPU pays ~5-10 ms per forward in kernel launches whatever the batch, several hundred tokens' worth
+# at tens of thousands of tokens/s: it prefers fewer, wider batches. An estimate, not yet measured.
+CUDA_FORWARD_COST = 512
 # fp16 activations of one XLM-R-large token in flight (hidden, attention and MLP buffers), with headroom
 # for the allocator; measured peaks are lower, and an out-of-memory still splits the batch.
 CUDA_BYTES_PER_TOKEN = 96 * 1024
@@ -117,9 +116,9 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
         budget = CUDA_MAX_TOKEN_BUDGET
         if free_bytes is not None:
             budget = max(512, min(CUDA_MAX_TOKEN_BUDGET, free_bytes // 2 // CUDA_BYTES_PER_TOKEN))
-        profile = DeviceProfile(device, torch.float16, 8, budget, CUDA_MAX_PADDING, CUDA_MIN_TOKENS)
+        profile = DeviceProfile(device, torch.float16, 8, budget, CUDA_FORWARD_COST)
     else:
-        profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_MAX_PADDING, CPU_MIN_TOKENS)
+        profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_FORWARD_COST)
     if env.get("E5_TOKEN_BUDGET"):
         try:
             budget = int(env["E5_TOKEN_BUDGET"])

@@ -92,3 +92,51 @@ def test_healthcheck_reports_a_dead_batcher(predictor, loop, embed):
     assert not predictor.healthcheck()
     predictor._batcher = None  # the next predict() builds a fresh one
     assert predictor.healthcheck()
+
+
+def wait_for_company(monkeypatch, answered: int, back_after_sleeps: int | None, arriving: int = 0) -> float:
+    """Run the batcher's wait on a fake clock; returns the seconds it waited."""
+    from types import SimpleNamespace
+
+    from e5.batcher import Batcher
+
+    clock = [0.0]
+    real_sleep = asyncio.sleep
+
+    async def scenario():
+        batcher = Batcher(SimpleNamespace(profile=SimpleNamespace(token_budget=2048)), max_wait_s=1.0)
+        batcher._last_forward_s = 10.0  # the linger: 5% of it, 0.5 s
+        batcher._answered, batcher._arriving = answered, arriving
+        sleeps = 0
+
+        async def fake_sleep(seconds):
+            nonlocal sleeps
+            clock[0] += seconds
+            sleeps += 1
+            if sleeps == back_after_sleeps:
+                batcher._queued_since_answer = answered  # every answered caller has sent again
+            await real_sleep(0)
+
+        monkeypatch.setattr("e5.batcher.asyncio.sleep", fake_sleep)
+        try:
+            await batcher._wait_for_company()
+        finally:
+            monkeypatch.setattr("e5.batcher.asyncio.sleep", real_sleep)
+            batcher.close()
+
+    monkeypatch.setattr("e5.batcher.time.monotonic", lambda: clock[0])
+    asyncio.run(scenario())
+    return clock[0]
+
+
+def test_the_wait_for_company_ends_when_every_answered_caller_is_back(monkeypatch):
+    # Three callers were answered; they are all queued again after 10 polls (5 ms): no need to linger on.
+    assert wait_for_company(monkeypatch, answered=3, back_after_sleeps=10) == pytest.approx(0.005)
+
+
+def test_the_wait_for_company_lasts_at_most_5_percent_of_a_forward(monkeypatch):
+    assert wait_for_company(monkeypatch, answered=3, back_after_sleeps=None) == pytest.approx(0.5, abs=0.001)
+
+
+def test_requests_still_tokenizing_are_waited_for_up_to_the_cap(monkeypatch):
+    assert wait_for_company(monkeypatch, answered=3, back_after_sleeps=10, arriving=1) == pytest.approx(1.0, abs=0.001)

@@ -31,13 +31,13 @@ def test_tokenize_equals_the_tokenizers_own_truncation(embedder):
 def test_cuda_shaped_batches_pad_to_8_without_changing_vectors(embedder):
     ids = embedder.tokenize(TEXTS).ids
     plain = embedder.embed(ids)
-    cuda_like = Embedder(embedder.tokenizer, embedder.model, dataclasses.replace(embedder.profile, pad_multiple=8, max_padding=0.5))
+    cuda_like = Embedder(embedder.tokenizer, embedder.model, dataclasses.replace(embedder.profile, pad_multiple=8, forward_cost=512))
     assert np.abs(cuda_like.embed(ids) - plain).max() < 1e-5
 
 
 def test_half_precision_path_stays_close_to_fp32(checkpoint_dir, embedder):
     # The CUDA path runs the model in fp16 and pools in fp32; on CPU the same code runs, only slower.
-    profile = DeviceProfile("cpu", torch.float16, 8, 4096, 0.5, 1024)
+    profile = DeviceProfile("cpu", torch.float16, 8, 4096, 512)
     tokenizer, model = load_checkpoint(checkpoint_dir, profile)
     assert next(model.parameters()).dtype == torch.float16
     half = Embedder(tokenizer, model, profile)

@@ -86,9 +86,9 @@ def test_order_and_batch_composition_do_not_change_vectors(embed, seed):
 def test_small_token_budget_gives_the_same_vectors(embed, predictor, monkeypatch):
     texts = mixed_texts(30, seed=5)
     before = np.array(embed(texts=texts, input_type="document").embeddings)
-    # The CUDA shape of planning (pad to 8, loose padding) with a budget small enough for many batches.
+    # The CUDA shape of planning (pad to 8, a large forward cost) with a budget small enough for many batches.
     monkeypatch.setattr(predictor.embedder, "profile", dataclasses.replace(
-        predictor.embedder.profile, pad_multiple=8, token_budget=600, max_padding=0.5, min_tokens=64))
+        predictor.embedder.profile, pad_multiple=8, token_budget=600, forward_cost=512))
     after = np.array(embed(texts=texts, input_type="document").embeddings)
     assert np.abs(before - after).max() < 1e-5
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from e5.batching import padding_efficiency, plan_batches
+from e5.batching import padding_efficiency, plan_batches, plan_cost, round_up
 from e5.encodings import decode_base64, encode_vectors
 from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
@@ -126,21 +126,54 @@ def test_a_sequence_over_budget_gets_its_own_batch():
 def test_sorted_plan_pads_less_than_arrival_order():
     rng = random.Random(1)
     lengths = [rng.randint(5, 512) for _ in range(256)]
-    sorted_eff = padding_efficiency(lengths, plan_batches(lengths, 32 * 512, max_padding=0.1))
+    sorted_eff = padding_efficiency(lengths, plan_batches(lengths, 32 * 512, forward_cost=32))
     naive = [list(range(i, min(i + 32, 256))) for i in range(0, 256, 32)]
     assert sorted_eff > 0.9 > 0.7 > padding_efficiency(lengths, naive)
 
 
-def test_max_padding_bounds_the_padding_of_every_row():
+def plan_total(lengths, plan, multiple_of, forward_cost):
+    return sum(plan_cost(round_up(max(lengths[i] for i in b), multiple_of), len(b), forward_cost) for b in plan)
+
+
+def cheapest_possible(lengths, token_budget, multiple_of, forward_cost):
+    """Every contiguous cut of the sorted lengths tried: the true minimum the planner approximates."""
+    widths = sorted((round_up(n, multiple_of) for n in lengths), reverse=True)
+    best = [0.0] + [float("inf")] * len(widths)
+    for i, w in enumerate(widths):
+        for j in range(i + 1, min(len(widths), i + max(1, token_budget // w)) + 1):
+            best[j] = min(best[j], best[i] + plan_cost(w, j - i, forward_cost))
+    return best[-1]
+
+
+def test_plan_cost_is_within_1_percent_of_the_cheapest_plan():
+    rng = random.Random(2)
+    for _ in range(500):
+        lengths = [rng.choice([rng.randint(1, 40), rng.randint(1, 600)]) for _ in range(rng.randint(1, 40))]
+        budget, multiple, cost = rng.choice([16, 256, 1000, 2048]), rng.choice([1, 8]), rng.choice([0, 32, 512])
+        plan = plan_batches(lengths, budget, multiple, cost)
+        assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+        assert all(len(b) == 1 or len(b) * round_up(max(lengths[i] for i in b), multiple) <= budget for b in plan)
+        assert plan_total(lengths, plan, multiple, cost) <= 1.01 * cheapest_possible(lengths, budget, multiple, cost)
+
+
+def test_without_a_forward_cost_every_length_drop_is_a_cut():
     lengths = [100, 95, 91, 89, 50, 46, 10]
-    plan = plan_batches(lengths, token_budget=10_000, max_padding=0.1)
-    assert plan == [[0, 1, 2], [3], [4, 5], [6]]
-    assert plan_batches(lengths, token_budget=10_000) == [[0, 1, 2, 3, 4, 5, 6]]
+    assert plan_batches(lengths, token_budget=10_000) == [[0], [1], [2], [3], [4], [5], [6]]
 
 
-def test_small_batches_grow_despite_padding_up_to_min_tokens():
-    lengths = [100, 50, 40, 30, 20, 10]
-    assert plan_batches(lengths, token_budget=10_000, max_padding=0.1, min_tokens=250) == [[0, 1, 2], [3, 4, 5]]
+def test_a_forward_cost_keeps_a_handful_of_queries_together():
+    # 8 concurrent queries of 33-40 tokens: any cut saves at most 16 pad tokens, less than a forward
+    # costs, so they stay in one batch; a long document still goes alone.
+    lengths = list(range(40, 32, -1)) + [500]
+    assert sorted(len(b) for b in plan_batches(lengths, token_budget=2048, forward_cost=32)) == [1, 8]
+    assert len(plan_batches(lengths, token_budget=2048, forward_cost=0)) == 9
+
+
+def test_plan_covers_10000_texts_of_every_length():
+    rng = random.Random(3)
+    lengths = [rng.randint(3, 512) for _ in range(10_000)]
+    plan = plan_batches(lengths, token_budget=2048, forward_cost=32)
+    assert sorted(i for b in plan for i in b) == list(range(10_000))
 
 
 # --- device profiles (the CUDA branch, computed on CPU) -------------------------------------------------
@@ -155,7 +188,7 @@ def test_cuda_profile_is_fp16_padded_to_8_with_a_memory_budget():
 
 
 def test_cpu_profile_is_fp32_and_the_budget_can_be_set():
-    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2048, 0.1, 512)
+    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2048, 32)
     assert device_profile("cpu", environ={"E5_TOKEN_BUDGET": "1000"}).token_budget == 1000
     with pytest.raises(WeightsError, match="E5_TOKEN_BUDGET must be a whole number"):
         device_profile("cpu", environ={"E5_TOKEN_BUDGET": "lots"})

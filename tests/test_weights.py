@@ -13,7 +13,7 @@ import pytest
 from e5 import WeightsError
 from e5.model import DeviceProfile, load_checkpoint
 
-CPU = DeviceProfile("cpu", __import__("torch").float32, 1, 2048, 0.1, 512)
+CPU = DeviceProfile("cpu", __import__("torch").float32, 1, 2048, 32)
 ROOT = Path(__file__).resolve().parent.parent
 
 
