@@ -83,8 +83,8 @@ class DeviceProfile:
 
 # Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
 # 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost (the
-# weight reads) is ~0.1 s, about 40 tokens; 32 gave the best mixed-workload throughput of 16/32/64/128/256
-# (a CPU pays for every pad token, so it wants little padding even at the price of more forwards).
+# weight reads) is ~0.1 s, about 40 tokens; 32 gave the best mixed-workload throughput among 16-256 in
+# back-to-back runs (a CPU pays for every pad token, so it wants little padding even at more forwards).
 CPU_TOKEN_BUDGET = 2048
 CPU_FORWARD_COST = 32
 # A GPU pays ~5-10 ms per forward in kernel launches whatever the batch, several hundred tokens' worth
