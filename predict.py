@@ -15,7 +15,7 @@ import numpy as np
 from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import DEFAULT_TASK, MODEL_ID, PRESETS, Embedder, InputError
-from e5.batcher import Batcher
+from e5.batcher import DEFAULT_MAX_WAIT_S, Batcher
 from e5.encodings import encode_vectors
 from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks
 from e5.memory import return_freed_memory
@@ -72,7 +72,8 @@ class Predictor(BasePredictor):
         start = time.perf_counter()
         weights_dir = os.environ.get("E5_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR
         self.limits = Limits.from_env()
-        self.max_wait_s = float(os.environ.get("E5_BATCH_WAIT_MS", "50")) / 1000
+        wait_ms = os.environ.get("E5_BATCH_WAIT_MS")
+        self.max_wait_s = float(wait_ms) / 1000 if wait_ms else DEFAULT_MAX_WAIT_S
         self.embedder = Embedder.load(weights_dir)
         warm = self.embedder.warm_up()
         self._batcher: Batcher | None = None

@@ -25,6 +25,8 @@ from .memory import return_freed_memory
 
 log = logging.getLogger("e5")
 
+DEFAULT_MAX_WAIT_S = 0.05  # the longest a forward waits for company (E5_BATCH_WAIT_MS overrides it)
+
 
 @dataclass(eq=False)
 class Job:
@@ -59,7 +61,7 @@ class BatcherStats:
 
 
 class Batcher:
-    def __init__(self, embedder: Embedder, max_wait_s: float = 0.05, group_token_cap: int | None = None):
+    def __init__(self, embedder: Embedder, max_wait_s: float = DEFAULT_MAX_WAIT_S, group_token_cap: int | None = None):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
         # One group at most this many real tokens, so a giant request cannot hold newer ones for long.
