@@ -1,13 +1,14 @@
 """Side-by-side throughput and latency: this predictor vs the model card's code vs sentence-transformers.
 
-    python scripts/benchmark.py [--out bench-out] [--mixed 192] [--short 2048] [--latency 20]
+    python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--breakdown]
 
 One process, the same strings for every contender, each warmed up first. The model is the real checkpoint
 when weights/ holds it, else the full-size architecture (24 x 1024, vocab 250002, random weights) generated
 once into ~/.cache/e5-cog/full-size. On a CUDA machine everything runs in fp16 there, unchanged.
 
 Reports tokens/s and ratios, padding efficiency (real tokens / computed tokens, counted at the model's
-input), achieved model FLOP/s against this machine's dense matmul FLOP/s measured in the same run, setup
+input), achieved model FLOP/s against this machine's dense matmul FLOP/s measured in the same run (before
+each contender and at the end, since a shared machine drifts; the best of them is the peak), setup
 time, peak memory, the cost of the output path, and single-query latency against a bare forward pass.
 Writes results.json and chart.png under --out.
 """
@@ -264,6 +265,39 @@ def bare_forward_latency(model, tokenizer, queries: list[str], device: str) -> d
     return {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99), "n": len(times)}
 
 
+GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
+ATTENTION_PREFIX = "aten::_scaled_dot_product"
+
+
+def time_breakdown(embedder, texts: list[str], config) -> dict:
+    """Where a CPU forward's time goes, from torch's profiler: the dense GEMMs, attention, everything else.
+
+    The engine runs here on this thread, with the same plan as through predict(): the profiler records
+    the thread that starts it, and predict() runs its forwards on the batcher's thread.
+
+    It also gives the FLOP/s the GEMMs themselves reach (dense FLOPs of the computed tokens over their
+    self time), which bounds the MFU: no batching can beat GEMM efficiency x GEMM share of the time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    lengths: list[int] = []
+    hook = embedder.model.embeddings.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            embedder.embed_texts(texts)
+    finally:
+        hook.remove()
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values())
+    gemm = sum(self_us.get(op, 0) for op in GEMM_OPS)
+    attention = sum(v for k, v in self_us.items() if k.startswith(ATTENTION_PREFIX))
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    dense_flops = 2 * (4 * h * h + 2 * h * i) * layers * sum(lengths)
+    return {"gemm_share": gemm / total, "attention_share": attention / total, "other_share": 1 - (gemm + attention) / total,
+            "gemm_flops": dense_flops / (gemm / 1e6), "profiled_seconds": total / 1e6}
+
+
 def output_path_cost(out, request_seconds: float) -> dict:
     """Where the time goes for a big request of short texts: the request vs turning vectors into JSON."""
     from e5.encodings import encode_vectors
@@ -306,6 +340,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mixed", type=int, default=128, help="texts in the mixed workload")
     parser.add_argument("--short", type=int, default=2048, help="texts in the short-query workload")
     parser.add_argument("--latency", type=int, default=20, help="single-query requests per contender")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="profile our mixed run once more: time in GEMMs, attention and the rest, and the GEMMs' FLOP/s (CPU)")
     parser.add_argument("--st-batches", default="8,16,32", help="sentence-transformers batch sizes to try")
     args = parser.parse_args(argv)
 
@@ -340,8 +376,12 @@ def main(argv=None) -> int:
     contenders += [SentenceTransformersCode(weights, device, dtype, b) for b in st_sizes if b != 32]
 
     results = {"device": device, "machine": machine, "dtype": str(dtype)[6:], "model": weights_kind,
-               "matmul_peak_flops": peak, "workloads": {}, "latency": {}, "setup": {}}
+               "matmul_peak_flops": peak, "workloads": {}, "latency": {}, "setup": {}, "matmul_flops_before": {}}
     for contender in contenders:
+        # The machine's speed right before each contender: a shared machine drifts between them, and this
+        # shows by how much.
+        results["matmul_flops_before"][contender.name] = local = matmul_flops(device, dtype)
+        print(f"  matmul before {contender.name}: {local / 1e9:.1f} GFLOP/s", flush=True)
         counter = FlopCounter(contender.model, config)
         results["setup"][contender.name] = contender.setup_seconds
         for name, texts in workloads.items():
@@ -354,6 +394,13 @@ def main(argv=None) -> int:
             results["workloads"].setdefault(name, {})[contender.name] = r
             print(f"  {name:6s} {contender.name:38s} {r['tokens_per_s']:9.1f} tok/s  padding eff {r['padding_efficiency']:.3f}  "
                   f"MFU {r['mfu']:.3f}  ({r['seconds']:.1f}s, {r['forwards']} forwards)", flush=True)
+            if contender is ours and name == "mixed" and args.breakdown:
+                if device == "cpu":
+                    results["breakdown_mixed"] = b = time_breakdown(ours.predictor.embedder, texts, config)
+                    print(f"  mixed  breakdown: GEMMs {b['gemm_share']:.1%} of the time at {b['gemm_flops'] / 1e9:.1f} GFLOP/s, "
+                          f"attention {b['attention_share']:.1%}, the rest {b['other_share']:.1%}", flush=True)
+                else:
+                    print("  --breakdown profiles CPU runs only; skipped on", device, flush=True)
         if args.latency and (contender is ours or contender.name.endswith("default)") or isinstance(contender, ModelCardCode)):
             queries = short_queries(args.latency, seed=7)
             results["latency"][contender.name] = run_latency(contender, queries, device)
@@ -366,15 +413,20 @@ def main(argv=None) -> int:
         results["latency"]["bare forward pass"] = bare
         print(f"  latency {'bare forward pass':37s} p50 {bare['p50_ms']:.1f} ms  p99 {bare['p99_ms']:.1f} ms", flush=True)
     ours.close()
-    # The peak again at the end, so a clock that drifted during the run cannot flatter the fractions.
-    end_peak = matmul_flops(device, dtype)
+    # The peak again at the end; the fractions use the best of every measurement in the run, so a clock
+    # that drifted during it cannot flatter them.
+    # The GEMMs inside our forward (--breakdown) are a measurement of the same rate, taken in the run itself.
+    seen = [matmul_flops(device, dtype), *results["matmul_flops_before"].values()]
+    if "breakdown_mixed" in results:
+        seen.append(results["breakdown_mixed"]["gemm_flops"])
+    end_peak = max(seen)
     if end_peak > peak:
         for rows in results["workloads"].values():
             for r in rows.values():
                 r["mfu"] *= peak / end_peak
                 r["computed_flops_fraction_of_peak"] *= peak / end_peak
         results["matmul_peak_flops"] = peak = end_peak
-    print(f"dense matmul peak (best of start and end): {peak / 1e9:.1f} GFLOP/s")
+    print(f"dense matmul peak (best of every measurement in the run): {peak / 1e9:.1f} GFLOP/s")
     results["peak_rss_mb_after_our_setup"] = ours_rss
     results["peak_rss_mb_end"] = peak_rss_mb()
     if ours_cuda_peak is not None:
@@ -388,16 +440,24 @@ def main(argv=None) -> int:
 
 def summarize(results: dict, ours: str) -> None:
     print("\nsummary")
+    speed = results.get("matmul_flops_before", {})
     for name, rows in results["workloads"].items():
         base = rows[ours]["tokens_per_s"]
         for contender, r in rows.items():
             if contender != ours:
                 print(f"  {name}: this predictor is {base / r['tokens_per_s']:.2f}x {contender}")
+    if speed:
+        print("  matmul GFLOP/s before each contender (the machine's drift): "
+              + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in speed.items()))
     lat = results["latency"]
     if ours in lat and "bare forward pass" in lat:
         print(f"  single query p50: {lat[ours]['p50_ms'] / lat['bare forward pass']['p50_ms']:.2f}x a bare forward pass")
     for name, rows in results["workloads"].items():
         print(f"  {name}: MFU (useful FLOP/s / measured matmul peak) {rows[ours]['mfu']:.3f}, padding efficiency {rows[ours]['padding_efficiency']:.3f}")
+    if "breakdown_mixed" in results:
+        b = results["breakdown_mixed"]
+        print(f"  mixed: GEMMs take {b['gemm_share']:.1%} of the forward time and run at {b['gemm_flops'] / results['matmul_peak_flops']:.3f} "
+              f"of the matmul peak; attention {b['attention_share']:.1%}, the rest {b['other_share']:.1%}")
     o = results["output_path_short"]
     print(f"  short workload: request {o['request_seconds']:.2f}s, tolist {o['tolist_seconds']:.3f}s, "
           f"json {o['json_seconds']:.3f}s ({o['json_megabytes']:.1f} MB)")
