@@ -413,9 +413,8 @@ def main(argv=None) -> int:
         results["latency"]["bare forward pass"] = bare
         print(f"  latency {'bare forward pass':37s} p50 {bare['p50_ms']:.1f} ms  p99 {bare['p99_ms']:.1f} ms", flush=True)
     ours.close()
-    # The peak again at the end; the fractions use the best of every measurement in the run, so a clock
-    # that drifted during it cannot flatter them.
-    # The GEMMs inside our forward (--breakdown) are a measurement of the same rate, taken in the run itself.
+    # The peak again at the end. The fractions use the best rate seen anywhere in the run, so a clock that
+    # drifted during it cannot flatter them; the GEMMs inside our forward (--breakdown) count as one sighting.
     seen = [matmul_flops(device, dtype), *results["matmul_flops_before"].values()]
     if "breakdown_mixed" in results:
         seen.append(results["breakdown_mixed"]["gemm_flops"])
