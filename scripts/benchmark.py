@@ -121,12 +121,16 @@ class FlopCounter:
         self.computed_tokens, self.flops, self.forwards = 0, 0.0, 0
 
 
+def dense_flops(config, tokens: int) -> float:
+    """FLOPs of the encoder's dense layers (Q, K, V, output, and the two MLP matrices) over `tokens`."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return 2 * (4 * h * h + 2 * h * i) * layers * tokens
+
+
 def model_flops(config, batch: int, length: int) -> float:
     """Forward FLOPs of the encoder: the dense layers per token plus attention's two T x T products."""
-    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    dense = 2 * (4 * h * h + 2 * h * i) * layers * batch * length
-    attention = 2 * 2 * length * length * h * layers * batch
-    return dense + attention
+    attention = 2 * 2 * length * length * config.hidden_size * config.num_hidden_layers * batch
+    return dense_flops(config, batch * length) + attention
 
 
 def useful_flops(config, lengths: list[int]) -> float:
@@ -280,9 +284,9 @@ def time_breakdown(embedder, texts: list[str], config) -> dict:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    lengths: list[int] = []
+    computed_tokens: list[int] = []  # rows x padded length of each forward
     hook = embedder.model.embeddings.register_forward_pre_hook(
-        lambda module, args, kwargs: lengths.append(kwargs["input_ids"].numel()), with_kwargs=True)
+        lambda module, args, kwargs: computed_tokens.append(kwargs["input_ids"].numel()), with_kwargs=True)
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             embedder.embed_texts(texts)
@@ -292,10 +296,8 @@ def time_breakdown(embedder, texts: list[str], config) -> dict:
     total = sum(self_us.values())
     gemm = sum(self_us.get(op, 0) for op in GEMM_OPS)
     attention = sum(v for k, v in self_us.items() if k.startswith(ATTENTION_PREFIX))
-    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    dense_flops = 2 * (4 * h * h + 2 * h * i) * layers * sum(lengths)
     return {"gemm_share": gemm / total, "attention_share": attention / total, "other_share": 1 - (gemm + attention) / total,
-            "gemm_flops": dense_flops / (gemm / 1e6), "profiled_seconds": total / 1e6}
+            "gemm_flops": dense_flops(config, sum(computed_tokens)) / (gemm / 1e6), "profiled_seconds": total / 1e6}
 
 
 def output_path_cost(out, request_seconds: float) -> dict:
