@@ -15,7 +15,7 @@ import numpy as np
 from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import DEFAULT_TASK, MODEL_ID, PRESETS, Embedder, InputError
-from e5.batcher import DEFAULT_MAX_WAIT_S, Batcher
+from e5.batcher import Batcher, max_wait_from_env
 from e5.encodings import encode_vectors
 from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks
 from e5.memory import return_freed_memory
@@ -72,8 +72,7 @@ class Predictor(BasePredictor):
         start = time.perf_counter()
         weights_dir = os.environ.get("E5_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR
         self.limits = Limits.from_env()
-        wait_ms = os.environ.get("E5_BATCH_WAIT_MS")
-        self.max_wait_s = float(wait_ms) / 1000 if wait_ms else DEFAULT_MAX_WAIT_S
+        self.max_wait_s = max_wait_from_env(os.environ.get("E5_BATCH_WAIT_MS"))
         self.embedder = Embedder.load(weights_dir)
         warm = self.embedder.warm_up()
         self._batcher: Batcher | None = None

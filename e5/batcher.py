@@ -28,6 +28,19 @@ log = logging.getLogger("e5")
 DEFAULT_MAX_WAIT_S = 0.05  # the longest a forward waits for company (E5_BATCH_WAIT_MS overrides it)
 
 
+def max_wait_from_env(value: str | None) -> float:
+    """E5_BATCH_WAIT_MS as seconds; unset or empty means the default."""
+    if not value:
+        return DEFAULT_MAX_WAIT_S
+    try:
+        ms = float(value)
+    except ValueError:
+        raise ValueError(f"E5_BATCH_WAIT_MS must be a number of milliseconds, got {value!r}") from None
+    if not ms >= 0:  # also rejects nan
+        raise ValueError(f"E5_BATCH_WAIT_MS must be 0 or more, got {value!r}")
+    return ms / 1000
+
+
 @dataclass(eq=False)
 class Job:
     sequences: list[list[int]]

@@ -140,3 +140,16 @@ def test_the_wait_for_company_lasts_at_most_5_percent_of_a_forward(monkeypatch):
 
 def test_requests_still_tokenizing_are_waited_for_up_to_the_cap(monkeypatch):
     assert wait_for_company(monkeypatch, answered=3, back_after_sleeps=10, arriving=1) == pytest.approx(1.0, abs=0.001)
+
+
+def test_the_batch_wait_setting_is_read_in_milliseconds_and_checked():
+    from e5.batcher import DEFAULT_MAX_WAIT_S, max_wait_from_env
+
+    assert max_wait_from_env(None) == max_wait_from_env("") == DEFAULT_MAX_WAIT_S
+    assert max_wait_from_env("20") == pytest.approx(0.02)
+    assert max_wait_from_env("0") == 0.0
+    with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be a number of milliseconds, got 'soon'"):
+        max_wait_from_env("soon")
+    for bad in ("-5", "nan"):
+        with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be 0 or more"):
+            max_wait_from_env(bad)
