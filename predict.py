@@ -72,7 +72,7 @@ class Predictor(BasePredictor):
         start = time.perf_counter()
         weights_dir = os.environ.get("E5_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR
         self.limits = Limits.from_env()
-        self.max_wait_s = max_wait_from_env(os.environ.get("E5_BATCH_WAIT_MS"))
+        self.max_wait_s = max_wait_from_env(os.environ)
         self.embedder = Embedder.load(weights_dir)
         warm = self.embedder.warm_up()
         self._batcher: Batcher | None = None

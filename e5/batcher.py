@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -22,23 +23,17 @@ import torch
 from .engine import Embedder
 from .errors import E5Error, EngineError
 from .memory import return_freed_memory
+from .settings import env_number
 
 log = logging.getLogger("e5")
 
 DEFAULT_MAX_WAIT_S = 0.05  # the longest a forward waits for company (E5_BATCH_WAIT_MS overrides it)
 
 
-def max_wait_from_env(value: str | None) -> float:
+def max_wait_from_env(environ: Mapping[str, str]) -> float:
     """E5_BATCH_WAIT_MS as seconds; unset or empty means the default."""
-    if not value:
-        return DEFAULT_MAX_WAIT_S
-    try:
-        ms = float(value)
-    except ValueError:
-        raise ValueError(f"E5_BATCH_WAIT_MS must be a number of milliseconds, got {value!r}") from None
-    if not ms >= 0:  # also rejects nan
-        raise ValueError(f"E5_BATCH_WAIT_MS must be 0 or more, got {value!r}")
-    return ms / 1000
+    ms = env_number(environ, "E5_BATCH_WAIT_MS", float, minimum=0)
+    return DEFAULT_MAX_WAIT_S if ms is None else ms / 1000
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import WeightsError
+from .settings import env_number
 
 MODEL_ID = "intfloat/multilingual-e5-large-instruct"
 DIMENSIONS = 1024
@@ -119,13 +120,11 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
         profile = DeviceProfile(device, torch.float16, 8, budget, CUDA_FORWARD_COST)
     else:
         profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_FORWARD_COST)
-    if env.get("E5_TOKEN_BUDGET"):
-        try:
-            budget = int(env["E5_TOKEN_BUDGET"])
-        except ValueError:
-            raise WeightsError(f"E5_TOKEN_BUDGET must be a whole number, got {env['E5_TOKEN_BUDGET']!r}") from None
-        if budget < 1:
-            raise WeightsError(f"E5_TOKEN_BUDGET must be at least 1, got {budget}")
+    try:
+        budget = env_number(env, "E5_TOKEN_BUDGET")
+    except ValueError as err:
+        raise WeightsError(str(err)) from None
+    if budget is not None:
         profile = dataclasses.replace(profile, token_budget=budget)
     return profile
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .errors import InputError
 from .instructions import INPUT_TYPES, PRESETS
+from .settings import env_number
 
 ENCODING_FORMATS = ("float", "base64", "int8", "binary")
 
@@ -36,16 +37,8 @@ class Limits:
             "max_task_chars": "E5_MAX_TASK_CHARS",
             "max_file_texts": "E5_MAX_FILE_TEXTS",
         }
-        values = {}
-        for field, var in names.items():
-            if var in env:
-                try:
-                    values[field] = int(env[var])
-                except ValueError:
-                    raise ValueError(f"{var} must be a whole number, got {env[var]!r}") from None
-                if values[field] < 1:
-                    raise ValueError(f"{var} must be at least 1, got {values[field]}")
-        return cls(**values)
+        values = {field: env_number(env, var) for field, var in names.items()}
+        return cls(**{field: value for field, value in values.items() if value is not None})
 
 
 def _type_name(value: object) -> str:

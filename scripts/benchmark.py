@@ -1,6 +1,6 @@
 """Side-by-side throughput and latency: this predictor vs the model card's code vs sentence-transformers.
 
-    python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--breakdown]
+    python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--paired-rounds 3] [--breakdown]
 
 One process, the same strings for every contender, each warmed up first. The model is the real checkpoint
 when weights/ holds it, else the full-size architecture (24 x 1024, vocab 250002, random weights) generated
@@ -8,7 +8,8 @@ once into ~/.cache/e5-cog/full-size. On a CUDA machine everything runs in fp16 t
 
 Reports tokens/s and ratios, padding efficiency (real tokens / computed tokens, counted at the model's
 input), achieved model FLOP/s against this machine's dense matmul FLOP/s measured in the same run (before
-each contender and at the end, since a shared machine drifts; the best of them is the peak), setup
+each contender and at the end, since a shared machine drifts; the best of them is the peak) and, paired,
+our mixed run repeated between matmul measurements (MFU against the machine's speed at that time), setup
 time, peak memory, the cost of the output path, and single-query latency against a bare forward pass.
 Writes results.json and chart.png under --out.
 """
@@ -269,6 +270,29 @@ def bare_forward_latency(model, tokenizer, queries: list[str], device: str) -> d
     return {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99), "n": len(times)}
 
 
+def paired_mfu(contender, texts: list[str], useful: float, device: str, dtype: torch.dtype, rounds: int) -> dict:
+    """The workload `rounds` times, each between two matmul measurements: MFU against the machine's speed then.
+
+    A shared machine's matmul rate wanders by a third within minutes, so the best rate seen anywhere in a
+    20-minute run compares this forward at one moment with the machine at another. Here each round is held
+    against the better of the two measurements taken right before and right after it (the next round
+    reuses the "after"), and the median round is the figure.
+    """
+    out = []
+    before = matmul_flops(device, dtype)
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        contender.embed(texts)
+        sync(device)
+        seconds = time.perf_counter() - start
+        after = matmul_flops(device, dtype)
+        out.append({"seconds": seconds, "matmul_before": before, "matmul_after": after,
+                    "mfu": useful / seconds / max(before, after)})
+        before = after
+    return {"rounds": out, "median_mfu": statistics.median(r["mfu"] for r in out)}
+
+
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
 ATTENTION_PREFIX = "aten::_scaled_dot_product"
 
@@ -344,6 +368,8 @@ def main(argv=None) -> int:
     parser.add_argument("--latency", type=int, default=20, help="single-query requests per contender")
     parser.add_argument("--breakdown", action="store_true",
                         help="profile our mixed run once more: time in GEMMs, attention and the rest, and the GEMMs' FLOP/s (CPU)")
+    parser.add_argument("--paired-rounds", type=int, default=3,
+                        help="our mixed run again this many times, each between two matmul measurements (0: skip)")
     parser.add_argument("--st-batches", default="8,16,32", help="sentence-transformers batch sizes to try")
     args = parser.parse_args(argv)
 
@@ -396,6 +422,11 @@ def main(argv=None) -> int:
             results["workloads"].setdefault(name, {})[contender.name] = r
             print(f"  {name:6s} {contender.name:38s} {r['tokens_per_s']:9.1f} tok/s  padding eff {r['padding_efficiency']:.3f}  "
                   f"MFU {r['mfu']:.3f}  ({r['seconds']:.1f}s, {r['forwards']} forwards)", flush=True)
+            if contender is ours and name == "mixed" and args.paired_rounds:
+                results["paired_mixed"] = pm = paired_mfu(ours, texts, real["mixed_useful_flops"], device, dtype, args.paired_rounds)
+                print("  mixed  paired MFU by round: " + ", ".join(
+                    f"{r['mfu']:.3f} ({r['matmul_before'] / 1e9:.0f}/{r['matmul_after'] / 1e9:.0f} GFLOP/s around {r['seconds']:.1f}s)"
+                    for r in pm["rounds"]) + f"; median {pm['median_mfu']:.3f}", flush=True)
             if contender is ours and name == "mixed" and args.breakdown:
                 if device == "cpu":
                     results["breakdown_mixed"] = b = time_breakdown(ours.predictor.embedder, texts, config)
@@ -455,6 +486,10 @@ def summarize(results: dict, ours: str) -> None:
         print(f"  single query p50: {lat[ours]['p50_ms'] / lat['bare forward pass']['p50_ms']:.2f}x a bare forward pass")
     for name, rows in results["workloads"].items():
         print(f"  {name}: MFU (useful FLOP/s / measured matmul peak) {rows[ours]['mfu']:.3f}, padding efficiency {rows[ours]['padding_efficiency']:.3f}")
+    if "paired_mixed" in results:
+        print(f"  mixed: paired MFU (each round against the matmul rate measured around it) median "
+              f"{results['paired_mixed']['median_mfu']:.3f}, rounds "
+              + ", ".join(f"{r['mfu']:.3f}" for r in results["paired_mixed"]["rounds"]))
     if "breakdown_mixed" in results:
         b = results["breakdown_mixed"]
         print(f"  mixed: GEMMs take {b['gemm_share']:.1%} of the forward time and run at {b['gemm_flops'] / results['matmul_peak_flops']:.3f} "

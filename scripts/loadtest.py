@@ -1,7 +1,8 @@
 """Load on the real Cog server: every answer checked, nothing lost, memory watched.
 
     python scripts/loadtest.py mixed [--requests 2000] [--clients 8]
-    python scripts/loadtest.py concurrency [--levels 1,4,16,64] [--per-level 64] [--full-size]
+    python scripts/loadtest.py concurrency [--levels 1,4,16,64] [--per-level 64] [--repeat 1] [--full-size]
+    python scripts/loadtest.py burst [--clients 2] [--rounds 300]
     python scripts/loadtest.py output [--texts 2048]
 
 Starts `python -m cog.server.http` on 127.0.0.1 with a generated checkpoint (the 2-layer test model, or
@@ -9,11 +10,17 @@ with --full-size the real architecture with random weights), sends bounded traff
 cap), and afterwards recomputes every distinct valid input directly with the engine to check each answer.
 
 mixed:       valid and invalid requests (empty strings, non-strings, bad options, odd JSON), first one
-             at a time, then from --clients threads. Reports failures (a valid request that failed, or an
-             invalid one that did not fail with a named input), wrong answers, 409s, latency percentiles and
-             the server's resident memory after warm-up and at the end.
+             at a time, then from --clients threads (retrying a 409, as any client should). Reports
+             failures (a valid request that failed, or an invalid one that did not fail with a named
+             input), wrong answers, 409s, latency percentiles and the server's resident memory after
+             warm-up and at the end.
 concurrency: C clients each sending single short queries, for each C in --levels. Reports requests/s,
-             latency p50/p99, mean texts per forward (from the responses' metrics) and 409s.
+             latency p50/p99, mean texts per forward (from the responses' metrics) and 409s (retried after
+             a pause that doubles from 10 ms to 0.5 s; latency includes the retries). With --repeat N the
+             levels run N times in turn and the report gives medians, each repeat's ratios against its
+             own first level.
+burst:       --clients requests released at the same instant, --rounds times, with free slots: counts the
+             409s the server answers although no slot is short (no retries here).
 output:      one request of --texts short texts per encoding_format: where the time goes between the
              predictor's own work (tokenize, forward, encode) and the server turning the output into JSON.
 """
@@ -92,6 +99,27 @@ def send(server: CogServer, inputs: dict) -> dict:
     except Exception as err:  # a dropped connection is a lost request, counted as such
         return {"inputs": inputs, "status": None, "error": f"{type(err).__name__}: {err}", "seconds": time.perf_counter() - start}
     return {"inputs": inputs, "status": status, "body": response, "seconds": time.perf_counter() - start}
+
+
+BUSY_RETRIES = 30
+BUSY_PAUSE_S = (0.01, 0.5)  # the first pause after a 409, doubling up to the second
+
+
+def send_retrying_busy(server: CogServer, inputs: dict, retries: int = BUSY_RETRIES, pause_s: tuple[float, float] = BUSY_PAUSE_S) -> dict:
+    """`send`, retrying a 409 after a growing pause, as a client of the server should.
+
+    Cog's server answers 409 when every slot is busy, but also, now and then, when two requests arrive at
+    the same instant with slots free (see `burst` and the README). The latency covers every attempt;
+    `busy_retries` counts the retries that 409s caused.
+    """
+    start = time.perf_counter()
+    for attempt in range(retries + 1):
+        result = send(server, inputs)
+        if result["status"] != 409:
+            break
+        if attempt < retries:
+            time.sleep(min(pause_s[0] * 2**attempt, pause_s[1]))
+    return {**result, "seconds": time.perf_counter() - start, "busy_retries": attempt}
 
 
 # --- checking -------------------------------------------------------------------------------------------
@@ -200,7 +228,7 @@ def run_mixed(args, weights: Path, log_path: Path) -> dict:
             if time.monotonic() > deadline:
                 return None
             inputs, expect = item
-            return {**send(server, inputs), "expect": expect}
+            return {**send_retrying_busy(server, inputs), "expect": expect}
 
         started = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
@@ -210,60 +238,129 @@ def run_mixed(args, weights: Path, log_path: Path) -> dict:
         ready_after = server.status()
     report = check(results, weights)
     report.update(latency_summary(results))
+    report["busy_409_retried"] = sum(r.get("busy_retries", 0) for r in results)
     report.update({"rss_mb_after_warmup": rss_start, "rss_mb_end": rss_end, "rss_growth_mb": rss_end - rss_start,
                    "status_after": ready_after, "concurrent_phase_seconds": concurrent_seconds})
     return report
 
 
+def closed_loop(server: CogServer, clients: int, queries: list[dict], time_limit: float) -> dict:
+    """`clients` threads, each sending its next query as soon as the last one is answered, until none is left."""
+    deadline = time.monotonic() + time_limit
+    lock = threading.Lock()
+    todo = list(queries)
+    results: list[dict] = []
+
+    def client():
+        while time.monotonic() < deadline:
+            with lock:
+                if not todo:
+                    return
+                inputs = todo.pop()
+            r = {**send_retrying_busy(server, inputs), "expect": None}
+            with lock:
+                results.append(r)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    answered = [r for r in results if r["status"] == 200]
+    per_forward = [r["body"]["metrics"].get("texts_per_forward", 1) for r in answered if r["body"].get("status") == "succeeded"]
+    row = latency_summary(results)
+    row.update({"clients": clients, "requests": len(results), "seconds": seconds, "requests_per_s": len(answered) / seconds,
+                "mean_texts_per_forward": statistics.fmean(per_forward) if per_forward else 0.0,
+                "busy_409": sum(r["status"] == 409 for r in results),
+                "busy_409_retried": sum(r["busy_retries"] for r in results), "_results": results})
+    return row
+
+
 def run_concurrency(args, weights: Path, log_path: Path) -> dict:
+    """Each level in turn, the whole sequence --repeat times: each repeat's speedups are against its own
+    first level, measured minutes apart at most, and the report gives their median (a shared machine's
+    speed drifts by more than the differences measured here)."""
     rng = random.Random(args.seed)
     levels = [int(c) for c in args.levels.split(",")]
-    out = {}
+    runs: list[dict[int, dict]] = []
     with CogServer(weights, concurrency=args.slots, log_path=log_path) as server:
         assert server.wait_until() == "READY", "server did not become ready"
         for _ in range(3):
             send(server, {"texts": [random_text(rng, 8)]})
-        for c in levels:
-            queries = [{"texts": [random_text(rng, 8)]} for _ in range(max(args.per_level, c))]
-            deadline = time.monotonic() + args.time_limit
-            lock = threading.Lock()
-            todo = list(queries)
-            results: list[dict] = []
-
-            def client():
-                while time.monotonic() < deadline:
-                    with lock:
-                        if not todo:
-                            return
-                        inputs = todo.pop()
-                    r = {**send(server, inputs), "expect": None}
-                    with lock:
-                        results.append(r)
-
-            started = time.perf_counter()
-            threads = [threading.Thread(target=client) for _ in range(c)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            seconds = time.perf_counter() - started
-            answered = [r for r in results if r["status"] == 200]
-            per_forward = [r["body"]["metrics"].get("texts_per_forward", 1) for r in answered if r["body"].get("status") == "succeeded"]
-            row = latency_summary(results)
-            row.update({"clients": c, "requests": len(results), "seconds": seconds, "requests_per_s": len(answered) / seconds,
-                        "mean_texts_per_forward": statistics.fmean(per_forward) if per_forward else 0.0,
-                        "busy_409": sum(r["status"] == 409 for r in results)})
-            row["_results"] = results
-            out[c] = row
-            print(f"C={c:3d}: {row['requests_per_s']:.2f} req/s, p50 {row.get('p50_ms', 0):.0f} ms, p99 {row.get('p99_ms', 0):.0f} ms, "
-                  f"{row['mean_texts_per_forward']:.1f} texts/forward, {row['busy_409']} x 409", flush=True)
-    everything = [r for row in out.values() for r in row.pop("_results")]
+        for repeat in range(args.repeat):
+            run: dict[int, dict] = {}
+            for c in levels:
+                queries = [{"texts": [random_text(rng, 8)]} for _ in range(max(args.per_level, c))]
+                run[c] = row = closed_loop(server, c, queries, args.time_limit)
+                row["speedup_vs_first"] = row["requests_per_s"] / run[levels[0]]["requests_per_s"]
+                row["p99_vs_first_p50"] = row.get("p99_ms", 0) / run[levels[0]]["p50_ms"] if run[levels[0]].get("p50_ms") else None
+                print(f"{'' if args.repeat == 1 else f'repeat {repeat + 1}: '}C={c:3d}: {row['requests_per_s']:.2f} req/s "
+                      f"({row['speedup_vs_first']:.2f}x C={levels[0]}), p50 {row.get('p50_ms', 0):.0f} ms, "
+                      f"p99 {row.get('p99_ms', 0):.0f} ms, {row['mean_texts_per_forward']:.1f} texts/forward, "
+                      f"{row['busy_409_retried']} x 409 retried, {row['busy_409']} unanswered", flush=True)
+            runs.append(run)
+    everything = [r for run in runs for row in run.values() for r in row.pop("_results")]
     verdict = check(everything, weights)
-    base = out[levels[0]]
-    for row in out.values():
-        row["speedup_vs_first"] = row["requests_per_s"] / base["requests_per_s"]
-        row["p99_vs_first_p50"] = row.get("p99_ms", 0) / base["p50_ms"] if base.get("p50_ms") else None
-    return {"levels": out, "check": verdict}
+    out = {c: summarize_level([run[c] for run in runs]) for c in levels}
+    if args.repeat > 1:
+        print("medians over repeats: " + ", ".join(f"C={c} {row['requests_per_s']:.2f} req/s ({row['speedup_vs_first']:.2f}x, "
+                                                    f"repeats {', '.join(f'{x:.2f}' for x in row['speedups_vs_first'])})"
+                                                    for c, row in out.items()), flush=True)
+    return {"levels": out, "repeats": runs, "check": verdict}
+
+
+def summarize_level(rows: list[dict]) -> dict:
+    """One level over its repeats: medians of the rates, ratios and latencies; counts added up."""
+    def median(key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    out = {key: median(key) for key in ("requests_per_s", "speedup_vs_first", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                                         "p99_vs_first_p50", "mean_texts_per_forward", "seconds")}
+    out.update({"clients": rows[0]["clients"], "repeats": len(rows), "speedups_vs_first": [r["speedup_vs_first"] for r in rows],
+                "requests": sum(r["requests"] for r in rows), "busy_409": sum(r["busy_409"] for r in rows),
+                "busy_409_retried": sum(r["busy_409_retried"] for r in rows)})
+    return out
+
+
+def run_burst(args, weights: Path, log_path: Path) -> dict:
+    """--clients requests released at the same instant, --rounds times, never more in flight than slots.
+
+    Each answer is a 200 or a 409 sent back without a retry, so the 409s counted here are ones the server
+    gave with slots free: Cog's server takes a slot with a non-blocking try-lock on its pool, which fails
+    when another request holds that lock at the same moment.
+    """
+    rng = random.Random(args.seed)
+    assert args.clients <= args.slots, "burst measures 409s with free slots: --clients must not exceed --slots"
+    with CogServer(weights, concurrency=args.slots, log_path=log_path) as server:
+        assert server.wait_until() == "READY", "server did not become ready"
+        send(server, {"texts": [random_text(rng, 8)]})
+        plans = [[{"texts": [random_text(rng, 8)]} for _ in range(args.rounds)] for _ in range(args.clients)]
+        barrier = threading.Barrier(args.clients)
+        lock = threading.Lock()
+        results: list[dict] = []
+
+        def client(plan: list[dict]) -> None:
+            for inputs in plan:
+                barrier.wait()
+                r = {**send(server, inputs), "expect": None}
+                with lock:
+                    results.append(r)
+
+        threads = [threading.Thread(target=client, args=(plan,)) for plan in plans]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        status_after = server.status()
+    report = check(results, weights)
+    report.update({"clients": args.clients, "rounds": args.rounds, "slots": args.slots, "status_after": status_after,
+                   "busy_409_share": report["busy_409"] / len(results)})
+    print(f"{args.clients} requests at once x {args.rounds} rounds, {args.slots} slots: {report['ok']} answered, "
+          f"{report['busy_409']} x 409 ({report['busy_409_share']:.1%})", flush=True)
+    return report
 
 
 def run_output(args, weights: Path, log_path: Path) -> dict:
@@ -290,12 +387,14 @@ def run_output(args, weights: Path, log_path: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["mixed", "concurrency", "output"])
+    parser.add_argument("mode", choices=["mixed", "concurrency", "burst", "output"])
     parser.add_argument("--texts", type=int, default=2048, help="texts in the output-mode request")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=300, help="burst: times the clients send at once")
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--per-level", type=int, default=64, help="requests per concurrency level (at least C)")
+    parser.add_argument("--repeat", type=int, default=1, help="concurrency: run the levels this many times, report medians")
     parser.add_argument("--slots", type=int, default=32, help="COG_MAX_CONCURRENCY for the server")
     parser.add_argument("--invalid-share", type=float, default=0.2)
     parser.add_argument("--warmup", type=int, default=20)
@@ -308,7 +407,7 @@ def main(argv=None) -> int:
 
     weights = args.weights or checkpoint(args.full_size)
     log_path = Path(tempfile.mkdtemp(prefix="e5-loadtest-")) / "server.log"
-    run = {"mixed": run_mixed, "concurrency": run_concurrency, "output": run_output}[args.mode]
+    run = {"mixed": run_mixed, "concurrency": run_concurrency, "burst": run_burst, "output": run_output}[args.mode]
     report = run(args, weights, log_path)
     report["server_log"] = str(log_path)
     print(json.dumps(report, indent=2, default=str))
@@ -316,7 +415,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if args.mode == "output":
         return 0
-    verdict = report if args.mode == "mixed" else report["check"]
+    verdict = report["check"] if args.mode == "concurrency" else report
     bad = verdict["failures"] + verdict["wrong"] + verdict["lost"]
     return 1 if bad else 0
 

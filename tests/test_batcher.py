@@ -145,11 +145,11 @@ def test_requests_still_tokenizing_are_waited_for_up_to_the_cap(monkeypatch):
 def test_the_batch_wait_setting_is_read_in_milliseconds_and_checked():
     from e5.batcher import DEFAULT_MAX_WAIT_S, max_wait_from_env
 
-    assert max_wait_from_env(None) == max_wait_from_env("") == DEFAULT_MAX_WAIT_S
-    assert max_wait_from_env("20") == pytest.approx(0.02)
-    assert max_wait_from_env("0") == 0.0
-    with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be a number of milliseconds, got 'soon'"):
-        max_wait_from_env("soon")
+    assert max_wait_from_env({}) == max_wait_from_env({"E5_BATCH_WAIT_MS": ""}) == DEFAULT_MAX_WAIT_S
+    assert max_wait_from_env({"E5_BATCH_WAIT_MS": "20"}) == pytest.approx(0.02)
+    assert max_wait_from_env({"E5_BATCH_WAIT_MS": "0"}) == 0.0
+    with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be a number, got 'soon'"):
+        max_wait_from_env({"E5_BATCH_WAIT_MS": "soon"})
     for bad in ("-5", "nan"):
-        with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be 0 or more"):
-            max_wait_from_env(bad)
+        with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be at least 0"):
+            max_wait_from_env({"E5_BATCH_WAIT_MS": bad})

@@ -91,6 +91,24 @@ def test_limits_come_from_the_environment():
         Limits.from_env({"E5_MAX_TEXTS": "many"})
     with pytest.raises(ValueError, match="E5_MAX_TEXTS must be at least 1"):
         Limits.from_env({"E5_MAX_TEXTS": "0"})
+    assert Limits.from_env({"E5_MAX_TEXTS": " "}).max_texts == Limits().max_texts  # empty means unset
+
+
+def test_env_number_parses_or_names_the_variable():
+    from e5.settings import env_number
+
+    assert env_number({"N": " 12 "}, "N") == 12
+    assert env_number({"N": "2.5"}, "N", float, minimum=0) == 2.5
+    assert env_number({}, "N") is None and env_number({"N": ""}, "N") is None
+    with pytest.raises(ValueError, match="N must be a whole number, got '2.5'"):
+        env_number({"N": "2.5"}, "N")
+    with pytest.raises(ValueError, match="N must be a number, got 'x'"):
+        env_number({"N": "x"}, "N", float)
+    for bad in ("0", "-1"):
+        with pytest.raises(ValueError, match="N must be at least 1"):
+            env_number({"N": bad}, "N")
+    with pytest.raises(ValueError, match="N must be at least 0"):
+        env_number({"N": "nan"}, "N", float, minimum=0)
 
 
 def test_empty_task_is_an_error_for_queries_only():

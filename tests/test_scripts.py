@@ -27,3 +27,23 @@ def test_time_breakdown_splits_the_forward_into_gemms_attention_and_the_rest(pre
     assert 0.3 < b["gemm_share"] < 1.0
     assert b["attention_share"] > 0.0
     assert b["gemm_flops"] > 1e8
+
+
+def test_paired_mfu_holds_each_round_against_the_better_measurement_around_it(monkeypatch):
+    rates = iter([1e9, 3e9, 2e9, 4e9])  # before round 1, then after each of the three rounds
+    monkeypatch.setattr(benchmark, "matmul_flops", lambda device, dtype: next(rates))
+
+    class Contender:
+        texts_seen = 0
+
+        def embed(self, texts):
+            self.texts_seen += len(texts)
+
+    contender = Contender()
+    p = benchmark.paired_mfu(contender, ["a", "b"], useful=1e6, device="cpu", dtype=None, rounds=3)
+    assert contender.texts_seen == 6
+    rounds = p["rounds"]
+    assert [(r["matmul_before"], r["matmul_after"]) for r in rounds] == [(1e9, 3e9), (3e9, 2e9), (2e9, 4e9)]
+    for r, best in zip(rounds, (3e9, 3e9, 4e9)):
+        assert r["mfu"] == pytest.approx(1e6 / r["seconds"] / best)
+    assert p["median_mfu"] == sorted(r["mfu"] for r in rounds)[1]
