@@ -16,7 +16,7 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import DEFAULT_TASK, MODEL_ID, PRESETS, Embedder, InputError
 from e5.batcher import Batcher, max_wait_from_env
-from e5.encodings import encode_vectors
+from e5.encodings import encode_vectors, output_array
 from e5.files import OUTPUT_FORMATS, VectorWriter, count_texts, read_chunks
 from e5.memory import return_freed_memory
 from e5.instructions import format_texts
@@ -48,8 +48,8 @@ class Output(BaseModel):
     model: str
     dimensions: int
     encoding_format: str
-    # Vectors and scores are numpy arrays here (Cog turns them into JSON lists far faster than nested
-    # Python lists: see e5/encodings.py); the schema and the JSON say list.
+    # Vectors, scores and ranking are numpy arrays here (TupleArray: Cog encodes them several times faster
+    # than nested lists, see e5/encodings.py); the schema and the JSON say list.
     embeddings: list  # one entry per text, input order (floats, or the chosen compact encoding)
     token_counts: list[int]  # tokens embedded per text, <s> and </s> included
     truncated: list[bool]  # True where a text was cut to the 512-token limit
@@ -175,18 +175,18 @@ class Predictor(BasePredictor):
             model=MODEL_ID,
             dimensions=int(vectors.shape[1]),
             encoding_format=encoding_format,
-            embeddings=encode_vectors(vectors[:n], encoding_format),
+            embeddings=output_array(encode_vectors(vectors[:n], encoding_format)),
             token_counts=queries.token_counts,
             truncated=queries.truncated,
             usage={"prompt_tokens": len_tokens(queries, docs), "total_tokens": len_tokens(queries, docs)},
         )
         if docs:
             scores = cosine_scores(vectors[:n], vectors[n:])
-            output.document_embeddings = encode_vectors(vectors[n:], encoding_format)
+            output.document_embeddings = output_array(encode_vectors(vectors[n:], encoding_format))
             output.document_token_counts = docs.token_counts
             output.document_truncated = docs.truncated
-            output.scores = np.round(scores, 6)
-            output.ranking = rank(scores, top_k)
+            output.scores = output_array(np.round(scores, 6))
+            output.ranking = output_array(rank(scores, top_k))
         finished = time.perf_counter()
 
         self._report(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cog_server import CogServer
+from e5.encodings import decode_base64
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,34 @@ def test_success_returns_the_same_vectors_as_a_direct_call(server, embed):
     assert np.abs(np.array(out["embeddings"]) - np.array(direct.embeddings)).max() < 1e-5
     assert out["token_counts"] == direct.token_counts and out["truncated"] == [False, False]
     assert body["metrics"]["texts"] == 2 and body["metrics"]["tokens"] == sum(direct.token_counts)
+
+
+@pytest.mark.parametrize("encoding_format", ["float", "base64", "int8", "binary"])
+def test_every_encoding_and_the_ranking_arrive_as_the_direct_call_makes_them(server, embed, encoding_format):
+    inputs = {"texts": ["how much protein should a female eat", "南瓜的家常做法"], "encoding_format": encoding_format,
+              "documents": ["46 grams a day for women", "清炒南瓜丝", "Kyoto is in Japan"], "top_k": 2}
+    status, body = server.predict(inputs)
+    assert status == 200 and body["status"] == "succeeded", body
+    out = body["output"]
+    direct = embed(**inputs)
+
+    def as_json(value):  # what the direct call's arrays and lists become in JSON
+        return json.loads(json.dumps(np.asarray(value).tolist() if isinstance(value, np.ndarray) else value))
+
+    assert out["ranking"] == as_json(direct.ranking) and len(out["ranking"][0]) == 2
+    assert np.abs(np.array(out["scores"]) - np.array(direct.scores)).max() < 1e-5
+    for key in ("embeddings", "document_embeddings"):
+        got, want = out[key], as_json(getattr(direct, key))
+        if encoding_format == "base64":
+            got, want = ([decode_base64(s) for s in v] for v in (got, want))
+        got, want = np.array(got), np.array(want)
+        assert got.shape == want.shape
+        if encoding_format == "int8":  # a component within float noise of a rounding boundary may differ by 1
+            assert np.abs(got.astype(int) - want).max() <= 1
+        elif encoding_format == "binary":  # likewise a sign within float noise of 0
+            assert (np.unpackbits(got.astype(np.uint8)) == np.unpackbits(want.astype(np.uint8))).mean() > 0.99
+        else:
+            assert np.abs(got - want).max() < 1e-5
 
 
 def test_failure_names_the_input_and_the_server_stays_ready(server):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from e5.batching import padding_efficiency, plan_batches, plan_cost, round_up
-from e5.encodings import decode_base64, encode_vectors
+from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array
 from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
 from e5.model import DeviceProfile, average_pool, device_profile, token_limit
@@ -260,3 +260,25 @@ def test_ranking_is_best_first_and_cut_to_top_k():
     assert np.allclose(np.diag(cosine_scores(d, d)), 1.0)
     assert rank(scores).tolist() == [[1, 2, 0], [0, 2, 1]]
     assert rank(scores, top_k=1).tolist() == [[1], [0]]
+
+
+def test_output_arrays_serialize_to_the_same_json_as_plain_lists():
+    import copy
+    import dataclasses
+    import json
+
+    rng = np.random.default_rng(0)
+    for array in (rng.random((3, 5)), rng.integers(-127, 128, (2, 4), dtype=np.int8), np.arange(4), np.zeros((0, 3)), np.float64(0.5)):
+        out = output_array(np.asarray(array))
+        assert isinstance(out, TupleArray)
+        assert json.dumps(out.tolist()) == json.dumps(np.asarray(array).tolist())
+        assert not isinstance(out.tolist(), list)  # tuples all the way down: Cog's encoder does not walk them
+    # Cog's encoder takes a dataclass apart with dataclasses.asdict, which deep-copies arrays: the type survives
+    @dataclasses.dataclass
+    class Holder:
+        embeddings: object
+
+    copied = dataclasses.asdict(Holder(output_array(rng.random((2, 3)))))["embeddings"]
+    assert isinstance(copied, TupleArray) and isinstance(copied.tolist()[0], tuple)
+    assert output_array(["c3RyaW5ncw=="]) == ["c3RyaW5ncw=="]  # base64 strings pass as they are
+    assert isinstance(copy.deepcopy(output_array(np.ones(2))), TupleArray)
