@@ -447,8 +447,11 @@ def main(argv=None) -> int:
         print(f"  latency {'bare forward pass':37s} p50 {bare['p50_ms']:.1f} ms  p99 {bare['p99_ms']:.1f} ms", flush=True)
     ours.close()
     # The peak again at the end. The fractions use the best rate seen anywhere in the run, so a clock that
-    # drifted during it cannot flatter them; the GEMMs inside our forward (--breakdown) count as one sighting.
+    # drifted during it cannot flatter them; the paired rounds' measurements and the GEMMs inside our
+    # forward (--breakdown) count as sightings too.
     seen = [matmul_flops(device, dtype), *results["matmul_flops_before"].values()]
+    for r in results.get("paired_mixed", {}).get("rounds", []):
+        seen += [r["matmul_before"], r["matmul_after"]]
     if "breakdown_mixed" in results:
         seen.append(results["breakdown_mixed"]["gemm_flops"])
     end_peak = max(seen)

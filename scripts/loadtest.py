@@ -2,7 +2,7 @@
 
     python scripts/loadtest.py mixed [--requests 2000] [--clients 8]
     python scripts/loadtest.py concurrency [--levels 1,4,16,64] [--per-level 64] [--repeat 1] [--full-size]
-    python scripts/loadtest.py burst [--clients 2] [--rounds 300]
+    python scripts/loadtest.py burst [--clients 8] [--rounds 300]
     python scripts/loadtest.py output [--texts 2048]
 
 Starts `python -m cog.server.http` on 127.0.0.1 with a generated checkpoint (the 2-layer test model, or
