@@ -6,12 +6,15 @@ member. A plan costs what the model really computes: every padded token, plus a 
 minimize that cost under a budget of padded tokens per batch. Short texts then travel in large batches
 and long ones in small, padding stays low without splitting a handful of texts into forwards too small
 to pay for themselves, and the largest batch comes first, so an out-of-memory shows at once.
+
+Short texts can also share a row (`pack_rows`): laid end to end, each seeing only its own tokens, they
+cost their real tokens instead of each being padded to the longest. The planner then plans rows.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Sequence
 
 
@@ -60,6 +63,30 @@ def plan_batches(
         batches.append(order[start[j] : j])
         j = start[j]
     return batches[::-1]
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """Indices into `lengths`, longest first, packed into rows of at most `row_tokens` tokens.
+
+    Best fit decreasing: each text goes into the fullest row that still has room for it. A text longer
+    than `row_tokens` gets a row of its own, and `row_tokens` 0 puts every text in its own row. Rows come
+    longest first, like the texts; a text's place in its row follows the same order.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    rows: list[list[int]] = []
+    rooms: list[tuple[int, int]] = []  # (tokens still free, row), sorted: the fullest rows come first
+    for i in order:
+        at = bisect_left(rooms, (lengths[i], -1))
+        if at < len(rooms):
+            free, row = rooms.pop(at)
+            rows[row].append(i)
+            insort(rooms, (free - lengths[i], row))
+            continue
+        rows.append([i])
+        if lengths[i] < row_tokens:
+            insort(rooms, (row_tokens - lengths[i], len(rows) - 1))
+    used = [sum(lengths[i] for i in row) for row in rows]
+    return [rows[r] for r in sorted(range(len(rows)), key=lambda r: -used[r])]
 
 
 def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]], multiple_of: int = 1) -> float:

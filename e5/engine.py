@@ -1,7 +1,7 @@
 """The embedding engine: texts in, vectors out. No Cog here, so scripts and tests use it directly.
 
-format (instructions.py) -> tokenize once -> plan micro-batches (batching.py) -> forward, pool,
-normalize on the device (model.py) -> gather in input order -> one transfer to the host.
+format (instructions.py) -> tokenize once -> pack short texts into rows, plan micro-batches (batching.py)
+-> forward, pool, normalize on the device (model.py) -> gather in input order -> one transfer to the host.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import model as m
-from .batching import plan_batches
+from .batching import pack_rows, plan_batches
 from .errors import EngineError, InputError
 
 log = logging.getLogger("e5")
@@ -78,17 +78,21 @@ class Embedder:
     # --- forward ---------------------------------------------------------------------------------------
 
     def plan(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Batches of indices into `lengths`: short texts packed into rows, then rows planned under the budget."""
         p = self.profile
-        return plan_batches(lengths, p.token_budget, p.pad_multiple, p.forward_cost)
+        rows = pack_rows(lengths, p.row_tokens)
+        batches = plan_batches([sum(lengths[i] for i in row) for row in rows], p.token_budget, p.pad_multiple, p.forward_cost)
+        return [[i for r in batch for i in rows[r]] for batch in batches]
 
     def forward(self, sequences: list[list[int]], normalize: Sequence[bool]) -> torch.Tensor:
         """Vectors for one micro-batch, on the device, float32. Out of memory: split in half and retry."""
         try:
-            input_ids, attention_mask = m.pad_batch(sequences, self.pad_id, self.profile.pad_multiple)
+            rows = pack_rows([len(s) for s in sequences], self.profile.row_tokens)
+            batch = m.pack_batch(sequences, rows, self.pad_id, self.profile.pad_multiple)
             device = self.profile.device
             flags = torch.tensor(list(normalize), dtype=torch.bool)
             self.forward_calls += 1
-            return m.embed_batch(self.model, input_ids.to(device), attention_mask.to(device), flags.to(device))
+            return m.embed_batch(self.model, batch.to(device), flags.to(device))
         except torch.OutOfMemoryError as err:
             if len(sequences) == 1:
                 raise EngineError(

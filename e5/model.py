@@ -1,6 +1,6 @@
 """The model's math and its checkpoint, read top to bottom.
 
-tokens -> pad into a batch -> XLM-RoBERTa forward -> average_pool over the attention mask -> L2 normalize.
+tokens -> pack into rows -> XLM-RoBERTa forward -> average_pool over each text's tokens -> L2 normalize.
 Everything here is plain torch and transformers; batching policy lives in `batching.py`, requests in `engine.py`.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .batching import round_up
 from .errors import WeightsError
 from .settings import env_number
 
@@ -26,16 +27,62 @@ FILL_COMMAND = "python scripts/download_weights.py"
 # --- the math ------------------------------------------------------------------------------------------
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into (B, T) input_ids and attention_mask, T rounded up to `multiple_of`."""
-    width = max(len(s) for s in sequences)
-    width = -(-width // multiple_of) * multiple_of
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return input_ids, attention_mask
+@dataclass(frozen=True)
+class Batch:
+    """One forward's input: rows of token ids, each holding one text or several laid end to end."""
+
+    input_ids: torch.Tensor  # (R, T)
+    position_ids: torch.Tensor  # (R, T): every text counts from the start, as if alone in its row
+    attention_mask: torch.Tensor  # (R, T), or (R, 1, T, T) for packed rows: see attention_mask_for
+    token_rows: torch.Tensor | None  # (N, L): the row of each text's tokens; None when row i is text i
+    token_columns: torch.Tensor | None  # (N, L): their columns
+    token_mask: torch.Tensor  # (N, L): 1 for each text's real tokens
+
+    def to(self, device) -> "Batch":
+        return Batch(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
+
+
+def pack_batch(sequences: list[list[int]], rows: list[list[int]], pad_id: int, multiple_of: int = 1) -> Batch:
+    """Lay each row's texts end to end and right-pad the rows, T rounded up to `multiple_of`.
+
+    Positions restart at every text the way XLM-R numbers a text alone (pad_id + 1, pad_id + 2, ...), so a
+    packed text's vector is the one it gets alone.
+    """
+    width = round_up(max(sum(len(sequences[i]) for i in row) for row in rows), multiple_of)
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    token_rows = torch.zeros((len(sequences), longest), dtype=torch.long)
+    token_columns = torch.zeros((len(sequences), longest), dtype=torch.long)
+    token_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            n, end = len(sequences[i]), start + len(sequences[i])
+            input_ids[r, start:end] = torch.tensor(sequences[i], dtype=torch.long)
+            position_ids[r, start:end] = torch.arange(pad_id + 1, pad_id + 1 + n)
+            segments[r, start:end] = i
+            token_rows[i] = r
+            token_columns[i] = torch.arange(start, start + longest).clamp(max=width - 1)
+            token_mask[i, :n] = 1
+            start = end
+    mask = attention_mask_for(segments)
+    if all(row == [i] for i, row in enumerate(rows)):  # one text per row, in order: nothing to gather
+        return Batch(input_ids, position_ids, mask, None, None, mask)
+    return Batch(input_ids, position_ids, mask, token_rows, token_columns, token_mask)
+
+
+def attention_mask_for(segments: torch.Tensor) -> torch.Tensor:
+    """Each token sees its own text's tokens only.
+
+    One text per row: the usual (R, T) padding mask. Packed rows: a block-diagonal (R, 1, T, T) mask, in
+    which padding sees padding, so no softmax row is empty (and NaN-free; padding outputs are never read).
+    """
+    next_text = (segments[:, 1:] != segments[:, :-1]) & (segments[:, 1:] >= 0)
+    if not next_text.any():  # no row goes on from one text to another
+        return (segments >= 0).long()
+    return (segments.unsqueeze(-1) == segments.unsqueeze(-2)).unsqueeze(1)
 
 
 def average_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -53,10 +100,14 @@ def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def embed_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: torch.Tensor) -> torch.Tensor:
-    """One forward pass: (B, T) ids -> (B, C) float32 vectors; rows where `normalize` is True get unit length."""
-    last_hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
-    pooled = average_pool(last_hidden, attention_mask)
+def embed_batch(model, batch: Batch, normalize: torch.Tensor) -> torch.Tensor:
+    """One forward pass: N texts in R rows -> (N, C) float32 vectors; texts where `normalize` is True get unit length."""
+    last_hidden = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).last_hidden_state  # (R, T, C)
+    if batch.token_rows is not None:  # packed rows: each text's tokens, gathered into a row of its own
+        last_hidden = last_hidden[batch.token_rows, batch.token_columns]  # (N, L, C)
+    pooled = average_pool(last_hidden, batch.token_mask)
     return torch.where(normalize.unsqueeze(-1), l2_normalize(pooled), pooled)
 
 
@@ -80,6 +131,7 @@ class DeviceProfile:
     pad_multiple: int  # tensor cores want dimensions in multiples of 8
     token_budget: int  # padded tokens per micro-batch
     forward_cost: int  # the fixed cost of one forward, in tokens' worth of compute (see batching.plan_batches)
+    row_tokens: int = 0  # short texts share rows of up to this many tokens (batching.pack_rows); 0: one per row
 
 
 # Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
@@ -88,8 +140,13 @@ class DeviceProfile:
 # back-to-back runs (a CPU pays for every pad token, so it wants little padding even at more forwards).
 CPU_TOKEN_BUDGET = 2048
 CPU_FORWARD_COST = 32
+# A CPU pays for every pad token, so short texts share rows of up to 128 tokens. A packed row's attention
+# spans the whole row, but at 128 tokens that is ~2% of a token's dense-layer FLOPs (4 x 128 x 1024 against
+# 24 x 1024^2).
+CPU_ROW_TOKENS = 128
 # A GPU pays ~5-10 ms per forward in kernel launches whatever the batch, several hundred tokens' worth
 # at tens of thousands of tokens/s: it prefers fewer, wider batches. An estimate, not yet measured.
+# It packs no rows: a block-diagonal mask takes SDPA off its fastest kernels, a trade not yet measured.
 CUDA_FORWARD_COST = 512
 # fp16 activations of one XLM-R-large token in flight (hidden, attention and MLP buffers), with headroom
 # for the allocator; measured peaks are lower, and an out-of-memory still splits the batch.
@@ -110,7 +167,7 @@ def choose_device(environ: dict[str, str] | None = None) -> str:
 def device_profile(device: str, free_bytes: int | None = None, environ: dict[str, str] | None = None) -> DeviceProfile:
     """fp16 with a memory-derived token budget on CUDA; fp32 and a fixed budget on CPU.
 
-    E5_TOKEN_BUDGET overrides the budget on either.
+    E5_TOKEN_BUDGET overrides the budget on either, E5_ROW_TOKENS the packing (0 turns it off).
     """
     env = os.environ if environ is None else environ
     if device.startswith("cuda"):
@@ -119,13 +176,16 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
             budget = max(512, min(CUDA_MAX_TOKEN_BUDGET, free_bytes // 2 // CUDA_BYTES_PER_TOKEN))
         profile = DeviceProfile(device, torch.float16, 8, budget, CUDA_FORWARD_COST)
     else:
-        profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_FORWARD_COST)
+        profile = DeviceProfile(device, torch.float32, 1, CPU_TOKEN_BUDGET, CPU_FORWARD_COST, CPU_ROW_TOKENS)
     try:
         budget = env_number(env, "E5_TOKEN_BUDGET")
+        row_tokens = env_number(env, "E5_ROW_TOKENS", minimum=0)
     except ValueError as err:
         raise WeightsError(str(err)) from None
     if budget is not None:
         profile = dataclasses.replace(profile, token_budget=budget)
+    if row_tokens is not None:
+        profile = dataclasses.replace(profile, row_tokens=row_tokens)
     return profile
 
 

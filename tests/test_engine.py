@@ -48,7 +48,23 @@ def test_half_precision_path_stays_close_to_fp32(checkpoint_dir, embedder):
     assert cosine.min() > 0.999
 
 
+def test_packed_rows_give_each_text_the_vector_it_gets_alone(embedder, monkeypatch):
+    texts = ["query: how much protein %d" % i for i in range(12)] + ["南瓜的家常做法", "der die das " * 60, "ok"]
+    ids = embedder.tokenize(texts).ids
+    assert embedder.profile.row_tokens == 128  # the CPU default
+    unpacked = Embedder(embedder.tokenizer, embedder.model, dataclasses.replace(embedder.profile, row_tokens=0))
+    shapes = []
+    real_forward = embedder.model.forward
+    monkeypatch.setattr(embedder.model, "forward", lambda *a, **kw: shapes.append(kw["input_ids"].shape) or real_forward(*a, **kw))
+    packed = embedder.embed(ids)
+    assert sum(rows for rows, _ in shapes) < len(texts)  # texts really shared rows
+    alone = np.stack([unpacked.embed([s])[0] for s in ids])
+    assert np.abs(packed - alone).max() < 1e-5
+    assert np.abs(packed - unpacked.embed(ids)).max() < 1e-5
+
+
 def test_out_of_memory_splits_the_batch_and_keeps_results(embedder, monkeypatch):
+    embedder = Embedder(embedder.tokenizer, embedder.model, dataclasses.replace(embedder.profile, row_tokens=0))
     ids = embedder.tokenize(["text number %d" % i for i in range(9)]).ids
     expected = embedder.embed(ids)
     real_forward = embedder.model.forward
@@ -64,6 +80,26 @@ def test_out_of_memory_splits_the_batch_and_keeps_results(embedder, monkeypatch)
     monkeypatch.setattr(embedder.model, "forward", forward_with_4_row_memory)
     got = embedder.embed(ids)
     assert widths == [9, 4, 5, 2, 3]  # 9 fails, halves: 4 runs, 5 fails and splits again
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_out_of_memory_on_packed_rows_splits_their_texts(embedder, monkeypatch):
+    ids = embedder.tokenize(["text number %d" % i for i in range(9)]).ids
+    expected = embedder.embed(ids)
+    real_forward = embedder.model.forward
+    ran, failed = [], []
+
+    def forward_with_memory_for_30_tokens(*args, **kwargs):
+        texts = int(kwargs["position_ids"].eq(2).sum())  # every text starts at position pad_id + 1 = 2
+        if kwargs["input_ids"].numel() > 30:
+            failed.append(texts)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        ran.append(texts)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(embedder.model, "forward", forward_with_memory_for_30_tokens)
+    got = embedder.embed(ids)
+    assert max(failed) >= 8 and sum(ran) == 9  # packed rows failed; their halves ran every text once
     assert np.abs(got - expected).max() < 1e-5
 
 

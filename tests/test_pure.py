@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from e5.batching import padding_efficiency, plan_batches, plan_cost, round_up
+from e5.batching import pack_rows, padding_efficiency, plan_batches, plan_cost, round_up
 from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array
 from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
-from e5.model import DeviceProfile, average_pool, device_profile, token_limit
+from e5.model import DeviceProfile, attention_mask_for, average_pool, device_profile, pack_batch, token_limit
 from e5.ranking import cosine_scores, rank
 from e5.validation import Limits, validate_task, validate_texts
 
@@ -194,6 +194,58 @@ def test_plan_covers_10000_texts_of_every_length():
     assert sorted(i for b in plan for i in b) == list(range(10_000))
 
 
+# --- packing short texts into rows ----------------------------------------------------------------------
+
+
+def test_pack_rows_fills_the_fullest_row_that_fits_and_leaves_long_texts_alone():
+    # 40 opens a row; 30 joins it (88 free); 28 fits the 100-token row exactly; 26 and 12 join the 40's row.
+    assert pack_rows([30, 26, 40, 28, 100, 300, 12], row_tokens=128) == [[5], [4, 3], [2, 0, 1, 6]]
+
+
+def test_pack_rows_zero_is_one_text_per_row_longest_first():
+    assert pack_rows([30, 26, 40], row_tokens=0) == [[2], [0], [1]]
+    assert pack_rows([], row_tokens=128) == []
+
+
+def test_pack_rows_covers_every_text_once_within_the_row_size():
+    rng = random.Random(4)
+    for _ in range(300):
+        lengths = [rng.choice([rng.randint(1, 40), rng.randint(1, 512)]) for _ in range(rng.randint(1, 60))]
+        cap = rng.choice([0, 16, 128, 512])
+        rows = pack_rows(lengths, cap)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        used = [sum(lengths[i] for i in row) for row in rows]
+        assert all(len(row) == 1 or u <= cap for row, u in zip(rows, used))
+        assert used == sorted(used, reverse=True)
+        if cap:  # best fit never leaves two rows that could have been one
+            small = sorted(u for row, u in zip(rows, used) if u <= cap)
+            assert len(small) < 2 or small[0] + small[1] > cap
+
+
+def test_pack_batch_lays_texts_end_to_end_each_numbered_from_its_start():
+    sequences = [[0, 7, 2], [0, 8, 9, 2], [0, 2]]
+    batch = pack_batch(sequences, [[1, 2], [0]], pad_id=1)
+    assert batch.input_ids.tolist() == [[0, 8, 9, 2, 0, 2], [0, 7, 2, 1, 1, 1]]
+    assert batch.position_ids.tolist() == [[2, 3, 4, 5, 2, 3], [2, 3, 4, 1, 1, 1]]  # XLM-R: pad_id + 1 onwards
+    mask = batch.attention_mask[:, 0]
+    assert mask.shape == (2, 6, 6)
+    assert mask[0, 0].tolist() == [True] * 4 + [False] * 2  # a token of text 1 sees text 1 only
+    assert mask[0, 4].tolist() == [False] * 4 + [True] * 2
+    assert mask[1, 0].tolist() == [True] * 3 + [False] * 3
+    assert mask[1, 5].tolist() == [False] * 3 + [True] * 3  # padding sees padding: no empty softmax row
+    # Each text's tokens, gathered back from the rows, are the text itself.
+    gathered = batch.input_ids[batch.token_rows, batch.token_columns] * batch.token_mask
+    assert gathered.tolist() == [[0, 7, 2, 0], [0, 8, 9, 2], [0, 2, 0, 0]]
+
+
+def test_one_text_per_row_is_the_plain_padding_mask():
+    batch = pack_batch([[0, 7, 7, 2], [0, 2]], [[0], [1]], pad_id=1, multiple_of=8)
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0]]
+    assert batch.token_rows is None and torch.equal(batch.token_mask, batch.attention_mask)
+    assert attention_mask_for(torch.tensor([[3, 3, -1], [0, 0, 0]])).dim() == 2
+    assert attention_mask_for(torch.tensor([[3, 0, -1]])).dim() == 4
+
+
 # --- device profiles (the CUDA branch, computed on CPU) -------------------------------------------------
 
 
@@ -206,8 +258,12 @@ def test_cuda_profile_is_fp16_padded_to_8_with_a_memory_budget():
 
 
 def test_cpu_profile_is_fp32_and_the_budget_can_be_set():
-    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2048, 32)
+    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2048, 32, 128)
     assert device_profile("cpu", environ={"E5_TOKEN_BUDGET": "1000"}).token_budget == 1000
+    assert device_profile("cpu", environ={"E5_ROW_TOKENS": "0"}).row_tokens == 0
+    assert device_profile("cuda", free_bytes=2**34, environ={}).row_tokens == 0
+    with pytest.raises(WeightsError, match="E5_ROW_TOKENS must be at least 0"):
+        device_profile("cpu", environ={"E5_ROW_TOKENS": "-1"})
     with pytest.raises(WeightsError, match="E5_TOKEN_BUDGET must be a whole number"):
         device_profile("cpu", environ={"E5_TOKEN_BUDGET": "lots"})
 
