@@ -39,38 +39,43 @@ class Batch:
     token_mask: torch.Tensor  # (N, L): 1 for each text's real tokens
 
     def to(self, device) -> "Batch":
-        return Batch(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
+        return Batch(*(None if t is None else t.to(device) for t in (getattr(self, f.name) for f in dataclasses.fields(self))))
 
 
 def pack_batch(sequences: list[list[int]], rows: list[list[int]], pad_id: int, multiple_of: int = 1) -> Batch:
     """Lay each row's texts end to end and right-pad the rows, T rounded up to `multiple_of`.
 
     Positions restart at every text the way XLM-R numbers a text alone (pad_id + 1, pad_id + 2, ...), so a
-    packed text's vector is the one it gets alone.
+    packed text's vector is the one it gets alone. Built as Python lists and converted once: a GPU batch
+    can hold thousands of texts.
     """
     width = round_up(max(sum(len(sequences[i]) for i in row) for row in rows), multiple_of)
-    longest = max(len(s) for s in sequences)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    position_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    segments = torch.full((len(rows), width), -1, dtype=torch.long)
-    token_rows = torch.zeros((len(sequences), longest), dtype=torch.long)
-    token_columns = torch.zeros((len(sequences), longest), dtype=torch.long)
-    token_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    ids: list[list[int]] = []
+    positions: list[list[int]] = []
+    segments: list[list[int]] = []
+    starts = [(0, 0)] * len(sequences)  # (row, column) where each text begins
     for r, row in enumerate(rows):
-        start = 0
+        ids_r, positions_r, segments_r = [], [], []
         for i in row:
-            n, end = len(sequences[i]), start + len(sequences[i])
-            input_ids[r, start:end] = torch.tensor(sequences[i], dtype=torch.long)
-            position_ids[r, start:end] = torch.arange(pad_id + 1, pad_id + 1 + n)
-            segments[r, start:end] = i
-            token_rows[i] = r
-            token_columns[i] = torch.arange(start, start + longest).clamp(max=width - 1)
-            token_mask[i, :n] = 1
-            start = end
-    mask = attention_mask_for(segments)
+            starts[i] = (r, len(ids_r))
+            ids_r += sequences[i]
+            positions_r += range(pad_id + 1, pad_id + 1 + len(sequences[i]))
+            segments_r += [i] * len(sequences[i])
+        pad = width - len(ids_r)
+        ids.append(ids_r + [pad_id] * pad)
+        positions.append(positions_r + [pad_id] * pad)
+        segments.append(segments_r + [-1] * pad)
+    segment_ids = torch.tensor(segments, dtype=torch.long)
+    mask = attention_mask_for(segment_ids)
+    batch = torch.tensor(ids, dtype=torch.long), torch.tensor(positions, dtype=torch.long), mask
     if all(row == [i] for i, row in enumerate(rows)):  # one text per row, in order: nothing to gather
-        return Batch(input_ids, position_ids, mask, None, None, mask)
-    return Batch(input_ids, position_ids, mask, token_rows, token_columns, token_mask)
+        return Batch(*batch, None, None, mask)
+    longest = max(len(s) for s in sequences)
+    offsets = torch.arange(longest)
+    token_rows = torch.tensor([r for r, _ in starts]).unsqueeze(1).expand(-1, longest)
+    token_columns = (torch.tensor([c for _, c in starts]).unsqueeze(1) + offsets).clamp(max=width - 1)
+    token_mask = (offsets < torch.tensor([len(s) for s in sequences]).unsqueeze(1)).long()
+    return Batch(*batch, token_rows, token_columns, token_mask)
 
 
 def attention_mask_for(segments: torch.Tensor) -> torch.Tensor:
