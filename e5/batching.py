@@ -66,13 +66,37 @@ def plan_batches(
 
 
 def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
-    """Indices into `lengths`, longest first, packed into rows of at most `row_tokens` tokens.
+    """Indices into `lengths`, longest first, packed into rows of at most `row_tokens` tokens, evenly filled.
 
-    Best fit decreasing: each text goes into the fullest row that still has room for it. A text longer
-    than `row_tokens` gets a row of its own, and `row_tokens` 0 puts every text in its own row. Rows come
-    longest first, like the texts; a text's place in its row follows the same order.
+    A text of `row_tokens` or more gets a row of its own, and `row_tokens` 0 puts every text in its own row.
+    The others go in by best fit decreasing, which finds few rows; then the row size shrinks (binary search)
+    to the narrowest that still needs no more rows, so the rows come out even: a few best-fit passes, about
+    0.1 s for 10,000 texts. Even rows matter because a forward is padded to its widest row. Best fit alone
+    put 16 queries of 26-40 tokens in four rows of ~128 and a fifth half empty, and the planner gave that
+    row a forward of its own: one group of concurrent requests became two forwards. With even rows most such
+    groups take one. Rows come longest first, like the texts; a text's place in its row follows the same order.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    alone = [[i] for i in order if lengths[i] >= row_tokens]
+    short = [i for i in order if lengths[i] < row_tokens]
+    rows = best_fit(lengths, short, row_tokens)
+    if len(rows) > 1:
+        low = max(-(-sum(lengths[i] for i in short) // len(rows)), lengths[short[0]])
+        high = row_tokens - 1
+        while low <= high:
+            size = (low + high) // 2
+            narrower = best_fit(lengths, short, size)
+            if len(narrower) <= len(rows):
+                rows, high = narrower, size - 1
+            else:
+                low = size + 1
+    rows = alone + rows
+    used = [sum(lengths[i] for i in row) for row in rows]
+    return [rows[r] for r in sorted(range(len(rows)), key=lambda r: -used[r])]
+
+
+def best_fit(lengths: Sequence[int], order: Sequence[int], size: int) -> list[list[int]]:
+    """Best fit decreasing: each text of `order` (longest first) goes into the fullest row with room for it."""
     rows: list[list[int]] = []
     rooms: list[tuple[int, int]] = []  # (tokens still free, row), sorted: the fullest rows come first
     for i in order:
@@ -83,10 +107,8 @@ def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
             insort(rooms, (free - lengths[i], row))
             continue
         rows.append([i])
-        if lengths[i] < row_tokens:
-            insort(rooms, (row_tokens - lengths[i], len(rows) - 1))
-    used = [sum(lengths[i] for i in row) for row in rows]
-    return [rows[r] for r in sorted(range(len(rows)), key=lambda r: -used[r])]
+        insort(rooms, (size - lengths[i], len(rows) - 1))
+    return rows
 
 
 def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]], multiple_of: int = 1) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from e5.batching import pack_rows, padding_efficiency, plan_batches, plan_cost, round_up
+from e5.batching import best_fit, pack_rows, padding_efficiency, plan_batches, plan_cost, round_up
 from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array
 from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
@@ -197,9 +197,15 @@ def test_plan_covers_10000_texts_of_every_length():
 # --- packing short texts into rows ----------------------------------------------------------------------
 
 
-def test_pack_rows_fills_the_fullest_row_that_fits_and_leaves_long_texts_alone():
-    # 40 opens a row; 30 joins it (88 free); 28 fits the 100-token row exactly; 26 and 12 join the 40's row.
-    assert pack_rows([30, 26, 40, 28, 100, 300, 12], row_tokens=128) == [[5], [4, 3], [2, 0, 1, 6]]
+def test_pack_rows_finds_few_rows_then_evens_them_and_leaves_long_texts_alone():
+    # Best fit at 128 needs two rows for the short texts: [100, 28] and [40, 30, 26, 12]. The narrowest row
+    # size that still needs only two is 124: [40, 30, 28, 26] and [100, 12]. The 300-token text rows alone.
+    assert pack_rows([30, 26, 40, 28, 100, 300, 12], row_tokens=128) == [[5], [2, 0, 3, 1], [4, 6]]
+
+
+def test_best_fit_puts_each_text_in_the_fullest_row_with_room():
+    # 40 opens a row; 30 joins it (58 free); 28 fits the 100-token row exactly; 26 and 12 join the 40's row.
+    assert best_fit([30, 26, 40, 28, 100, 12], [4, 2, 0, 3, 1, 5], 128) == [[4, 3], [2, 0, 1, 5]]
 
 
 def test_pack_rows_zero_is_one_text_per_row_longest_first():
@@ -217,7 +223,9 @@ def test_pack_rows_covers_every_text_once_within_the_row_size():
         used = [sum(lengths[i] for i in row) for row in rows]
         assert all(len(row) == 1 or u <= cap for row, u in zip(rows, used))
         assert used == sorted(used, reverse=True)
-        if cap:  # best fit never leaves two rows that could have been one
+        if cap:  # no more rows than best fit at the full row size, and no two rows that could have been one
+            short = [i for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]) if lengths[i] < cap]
+            assert sum(1 for row in rows if lengths[row[0]] < cap) <= len(best_fit(lengths, short, cap))
             small = sorted(u for row, u in zip(rows, used) if u <= cap)
             assert len(small) < 2 or small[0] + small[1] > cap
 
