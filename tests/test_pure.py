@@ -204,7 +204,7 @@ def test_pack_rows_finds_few_rows_then_evens_them_and_leaves_long_texts_alone():
 
 
 def test_best_fit_puts_each_text_in_the_fullest_row_with_room():
-    # 40 opens a row; 30 joins it (58 free); 28 fits the 100-token row exactly; 26 and 12 join the 40's row.
+    # 100 opens a row and 40 another; 30 joins the 40 (58 free); 28 fills the 100's row; 26 and 12 join the 40.
     assert best_fit([30, 26, 40, 28, 100, 12], [4, 2, 0, 3, 1, 5], 128) == [[4, 3], [2, 0, 1, 5]]
 
 
