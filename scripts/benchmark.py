@@ -521,7 +521,7 @@ def chart(results: dict, path: Path) -> None:
     lat = results["latency"]
     labels = list(lat)
     axes[-1].barh(labels, [lat[k]["p50_ms"] for k in labels], color="#1f77b4")
-    axes[-1].set_title("single query p50 latency, ms (lower is better)")
+    axes[-1].set_title("single query p50, ms (lower is better)")
     axes[-1].invert_yaxis()
     fig.suptitle(f"{results['model']} on {results['device']} ({results['machine']}), {results['dtype']}")
     fig.tight_layout()
