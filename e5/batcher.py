@@ -28,6 +28,7 @@ from .settings import env_number
 log = logging.getLogger("e5")
 
 DEFAULT_MAX_WAIT_S = 0.05  # the longest a forward waits for company (E5_BATCH_WAIT_MS overrides it)
+IDLE_TRIM_S = 1.0  # idle this long, the batcher hands freed memory back to the OS
 
 
 def max_wait_from_env(environ: Mapping[str, str]) -> float:
@@ -69,9 +70,16 @@ class BatcherStats:
 
 
 class Batcher:
-    def __init__(self, embedder: Embedder, max_wait_s: float = DEFAULT_MAX_WAIT_S, group_token_cap: int | None = None):
+    def __init__(
+        self,
+        embedder: Embedder,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        group_token_cap: int | None = None,
+        idle_trim_s: float = IDLE_TRIM_S,
+    ):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
+        self.idle_trim_s = idle_trim_s
         # One group at most this many real tokens, so a giant request cannot hold newer ones for long.
         self.group_token_cap = group_token_cap or 4 * embedder.profile.token_budget
         self.stats = BatcherStats()
@@ -112,11 +120,13 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             if not self._queue:
-                if self._worked_since_trim:  # idle: a good moment to hand freed memory back
+                self._wakeup.clear()
+                if self._worked_since_trim and not await self._woken_within(self.idle_trim_s):
+                    # Idle: a good moment to hand freed memory back. Not in the short gaps between a
+                    # closed loop's forwards, where the next forward would only fault the pages in again.
                     self._worked_since_trim = False
                     await self.loop.run_in_executor(self._executor, return_freed_memory)
                     continue
-                self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._wait_for_company()
@@ -129,6 +139,14 @@ class Batcher:
                     job.fail(err if isinstance(err, E5Error) else EngineError(f"{type(err).__name__}: {err}"))
             self._answered = sum(job.future.done() for job in group)
             self._queued_since_answer = 0
+
+    async def _woken_within(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _wait_for_company(self) -> None:
         """Hold the first queued job briefly so concurrent requests can join its forward.

@@ -18,6 +18,7 @@ import torch
 from . import model as m
 from .batching import pack_rows, plan_batches
 from .errors import EngineError, InputError
+from .memory import reuse_freed_memory
 
 log = logging.getLogger("e5")
 
@@ -48,6 +49,7 @@ class Embedder:
 
     @classmethod
     def load(cls, weights_dir: str | Path, device: str | None = None) -> "Embedder":
+        reuse_freed_memory()  # process-wide: activations come from the heap, not fresh pages each forward
         device = device or m.choose_device()
         free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
         profile = m.device_profile(device, free_bytes=free)

@@ -1,9 +1,31 @@
-"""Giving freed memory back to the operating system."""
+"""Freed memory: reused between forwards, handed back to the operating system when idle."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
+
+# glibc's ceiling for the mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): blocks of this size or more
+# are always mapped afresh and unmapped on free, whatever mallopt asks.
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+
+
+def reuse_freed_memory() -> bool:
+    """Serve blocks of up to 32 MiB from the heap and keep them there when freed; True where it applies.
+
+    By default glibc maps every block above a threshold fresh and unmaps it on free. The threshold only rises
+    to the largest block freed so far, and a block of exactly that size is mapped again: a forward's
+    activations are blocks of one size, layer after layer, so each one was faulted in page by page. Measured
+    on the full-size model (2 cores): 50,000-70,000 page faults in a forward of 16 queries (~8% of its time),
+    none with fixed thresholds. Memory then stays with the process between forwards; the batcher and the bulk
+    path hand it back when idle (`return_freed_memory`). Elsewhere (musl, macOS) this does nothing.
+    """
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    # Trimming waits for 1 GiB free at the top of a heap (mallopt takes a C int): in practice, for us.
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 def return_freed_memory() -> None:
@@ -14,14 +36,14 @@ def return_freed_memory() -> None:
     nothing stays alive between chunks or requests.
     malloc_trim releases them; elsewhere (musl, macOS) this does nothing.
     """
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is not None:
         trim(0)
 
 
 @functools.cache
-def _malloc_trim():
+def _libc_function(name: str):
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):
         return None

@@ -143,7 +143,10 @@ class DeviceProfile:
 # 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost (the
 # weight reads) is ~0.1 s, about 40 tokens; 32 gave the best mixed-workload throughput among 16-256 in
 # back-to-back runs (a CPU pays for every pad token, so it wants little padding even at more forwards).
-CPU_TOKEN_BUDGET = 2048
+# 2,040, not 2,048: the feed-forward activations (tokens x 4,096 x 4 bytes) then stay under 32 MiB, the
+# largest block glibc will serve from its heap (memory.reuse_freed_memory). At 2,048 tokens each of them was
+# mapped afresh: ~393,000 page faults per forward, which took 6.3-7.7 s against 5.2-5.5 s at 2,040.
+CPU_TOKEN_BUDGET = 2040
 CPU_FORWARD_COST = 32
 # A CPU pays for every pad token, so short texts share rows of up to 128 tokens. A packed row's attention
 # spans the whole row, but at 128 tokens that is ~2% of a token's dense-layer FLOPs (4 x 128 x 1024 against

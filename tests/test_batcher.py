@@ -153,3 +153,34 @@ def test_the_batch_wait_setting_is_read_in_milliseconds_and_checked():
     for bad in ("-5", "nan"):
         with pytest.raises(ValueError, match="E5_BATCH_WAIT_MS must be at least 0"):
             max_wait_from_env({"E5_BATCH_WAIT_MS": bad})
+
+
+def test_freed_memory_goes_back_only_once_the_batcher_has_idled(monkeypatch):
+    """Not between a closed loop's forwards (the next one would fault the pages in again): after idle_trim_s."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from e5.batcher import Batcher
+
+    trims = []
+    monkeypatch.setattr("e5.batcher.return_freed_memory", lambda: trims.append(1))
+    embedder = SimpleNamespace(
+        profile=SimpleNamespace(token_budget=2048),
+        plan=lambda lengths: [list(range(len(lengths)))],
+        forward=lambda sequences, flags: torch.zeros(len(sequences), 4),
+    )
+
+    async def scenario():
+        batcher = Batcher(embedder, max_wait_s=0.0, idle_trim_s=0.3)
+        try:
+            for _ in range(5):  # back to back, as a closed loop of clients sends them
+                await batcher.embed([[0, 5, 2]], [True])
+                await asyncio.sleep(0.02)
+            during_traffic = len(trims)
+            await asyncio.sleep(0.6)
+            return during_traffic, len(trims), batcher.healthy()
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == (0, 1, True)

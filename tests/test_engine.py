@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ import torch
 
 from e5 import Embedder, EngineError
 from e5.model import DeviceProfile, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +127,51 @@ def test_out_of_memory_on_one_text_is_an_engine_error(embedder, monkeypatch):
     with pytest.raises(EngineError, match="out of memory embedding a single text of 3 tokens") as err:
         embedder.embed([[0, 5, 2]])
     assert err.value.code == "out_of_memory"
+
+
+
+
+FAULTS_PER_FORWARD = """
+import resource, sys
+from concurrent.futures import ThreadPoolExecutor
+import e5.engine
+if sys.argv[2] == "defaults":
+    e5.engine.reuse_freed_memory = lambda: False
+embedder = e5.engine.Embedder.load(sys.argv[1], device="cpu")
+sequences = [[0] + [5 + i] * 126 + [2] for i in range(4)]
+
+def faults_in_a_forward():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    embedder.forward(sequences, [True] * 4)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+with ThreadPoolExecutor(1) as thread:  # a worker thread, as the batcher runs forwards
+    print(min(thread.submit(faults_in_a_forward).result() for _ in range(5)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and page-fault counts are glibc/Linux")
+def test_forwards_reuse_their_activation_memory_instead_of_faulting_it_in_again(checkpoint_dir):
+    """Loading the engine sets glibc's thresholds (memory.reuse_freed_memory), so repeated forwards fault in
+    fewer pages than one activation holds; with glibc's defaults they faulted in several activations' worth.
+
+    Fresh processes, because the thresholds are process-wide and other tests move glibc's defaults.
+    """
+    def fewest_faults(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", FAULTS_PER_FORWARD, str(checkpoint_dir), mode],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return int(run.stdout.split()[-1])
+
+    activation_pages = 4 * 128 * 4096 * 4 // 4096  # one feed-forward activation: 8 MiB
+    assert fewest_faults("reuse") < activation_pages
+    assert fewest_faults("defaults") > activation_pages
+
+
+def test_the_cpu_budget_keeps_the_largest_activation_under_the_heaps_limit():
+    from e5.memory import MMAP_THRESHOLD_MAX
+    from e5.model import CPU_TOKEN_BUDGET
+
+    # tokens x the real model's 4,096-wide feed-forward, float32: at 2,048 tokens it is exactly 32 MiB,
+    # which glibc always maps afresh (~393,000 page faults per forward of the full-size model).
+    assert CPU_TOKEN_BUDGET * 4096 * 4 < MMAP_THRESHOLD_MAX
