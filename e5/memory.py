@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+from collections.abc import Mapping
 
 # glibc's ceiling for the mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): blocks of this size or more
 # are always mapped afresh and unmapped on free, whatever mallopt asks.
@@ -11,7 +13,7 @@ MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
-def reuse_freed_memory() -> bool:
+def reuse_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
     """Serve blocks of up to 32 MiB from the heap and keep them there when freed; True where it applies.
 
     By default glibc maps every block above a threshold fresh and unmaps it on free. The threshold only rises
@@ -19,8 +21,13 @@ def reuse_freed_memory() -> bool:
     activations are blocks of one size, layer after layer, so each one was faulted in page by page. Measured
     on the full-size model (2 cores): 50,000-70,000 page faults in a forward of 16 queries (~8% of its time),
     none with fixed thresholds. Memory then stays with the process between forwards; the batcher and the bulk
-    path hand it back when idle (`return_freed_memory`). Elsewhere (musl, macOS) this does nothing.
+    path hand it back when idle (`return_freed_memory`). Elsewhere (musl, macOS) this does nothing, and
+    where the environment already tunes glibc's malloc (MALLOC_MMAP_THRESHOLD_ and the like, or
+    GLIBC_TUNABLES), that choice stands.
     """
+    env = os.environ if environ is None else environ
+    if any(name.startswith("MALLOC_") for name in env) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
+        return False
     mallopt = _libc_function("mallopt")
     if mallopt is None:
         return False

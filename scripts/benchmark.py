@@ -223,16 +223,21 @@ def run_throughput(contender, counter: FlopCounter, texts: list[str], real_token
     contender.embed(texts[:8])  # warm-up on this workload's shapes
     counter.reset()
     sync(device)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     output = contender.embed(texts)
     sync(device)
     seconds = time.perf_counter() - start
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     lengths_flops = counter.flops
     return output, {
         "seconds": seconds,
         "tokens_per_s": real_tokens / seconds,
         "padding_efficiency": real_tokens / counter.computed_tokens,
         "forwards": counter.forwards,
+        # Pages the process touched for the first time, per forward: freed activations given back to the OS
+        # and faulted in again (see e5/memory.py). Every contender runs under our settings: they are process-wide.
+        "page_faults_per_forward": faults / max(1, counter.forwards),
         "achieved_flops": lengths_flops / seconds,
         "computed_flops_fraction_of_peak": lengths_flops / seconds / peak,
     }
@@ -488,7 +493,8 @@ def summarize(results: dict, ours: str) -> None:
     if ours in lat and "bare forward pass" in lat:
         print(f"  single query p50: {lat[ours]['p50_ms'] / lat['bare forward pass']['p50_ms']:.2f}x a bare forward pass")
     for name, rows in results["workloads"].items():
-        print(f"  {name}: MFU (useful FLOP/s / measured matmul peak) {rows[ours]['mfu']:.3f}, padding efficiency {rows[ours]['padding_efficiency']:.3f}")
+        print(f"  {name}: MFU (useful FLOP/s / measured matmul peak) {rows[ours]['mfu']:.3f}, padding efficiency "
+              f"{rows[ours]['padding_efficiency']:.3f}, page faults per forward {rows[ours]['page_faults_per_forward']:,.0f}")
     if "paired_mixed" in results:
         print(f"  mixed: paired MFU (each round against the matmul rate measured around it) median "
               f"{results['paired_mixed']['median_mfu']:.3f}, rounds "

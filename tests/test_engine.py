@@ -175,3 +175,15 @@ def test_the_cpu_budget_keeps_the_largest_activation_under_the_heaps_limit():
     # tokens x the real model's 4,096-wide feed-forward, float32: at 2,048 tokens it is exactly 32 MiB,
     # which glibc always maps afresh (~393,000 page faults per forward of the full-size model).
     assert CPU_TOKEN_BUDGET * 4096 * 4 < MMAP_THRESHOLD_MAX
+
+
+def test_a_malloc_setting_in_the_environment_is_left_alone(monkeypatch):
+    from e5 import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_libc_function", lambda name: lambda *args: calls.append((name, args)) or 1)
+    assert not memory.reuse_freed_memory({"MALLOC_MMAP_THRESHOLD_": "1048576"})
+    assert not memory.reuse_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"})
+    assert calls == []
+    assert memory.reuse_freed_memory({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"})
+    assert calls == [("mallopt", (-3, memory.MMAP_THRESHOLD_MAX)), ("mallopt", (-1, 1 << 30))]
