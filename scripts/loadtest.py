@@ -13,9 +13,10 @@ mixed:       valid and invalid requests (empty strings, non-strings, bad options
              at a time, then from --clients threads (retrying a 409, as any client should). Reports
              failures (a valid request that failed, or an invalid one that did not fail with a named
              input), wrong answers, 409s, latency percentiles and the server's resident memory after
-             warm-up and at the end.
+             warm-up, at the end, and after 3 s idle (past the batcher's trim).
 concurrency: C clients each sending single short queries, for each C in --levels. Reports requests/s,
-             latency p50/p99, mean texts per forward (from the responses' metrics) and 409s (retried after
+             latency p50/p99, mean texts per forward (from the responses' metrics), the server's page
+             faults per request (pages its processes touched for the first time) and 409s (retried after
              a pause that doubles from 10 ms to 0.5 s; latency includes the retries). With --repeat N the
              levels run N times in turn and the report gives medians, each repeat's ratios against its
              own first level.
@@ -181,8 +182,8 @@ def latency_summary(results: list[dict]) -> dict:
     return {"p50_ms": 1000 * pick(0.5), "p90_ms": 1000 * pick(0.9), "p99_ms": 1000 * pick(0.99), "max_ms": 1000 * times[-1]}
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the server and its Python worker)."""
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (the server and its Python worker)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -191,17 +192,36 @@ def tree_rss_mb(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [pid]
+    tree, stack = [], [pid]
     while stack:
         p = stack.pop()
+        tree.append(p)
+        stack.extend(children.get(p, []))
+    return tree
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of the server and its worker."""
+    total = 0
+    for p in process_tree(pid):
         try:
             for line in open(f"/proc/{p}/status"):
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
         except OSError:
             pass
-        stack.extend(children.get(p, []))
     return total / 1024
+
+
+def tree_minor_faults(pid: int) -> int:
+    """Pages the server and its worker touched for the first time (minflt in /proc/<pid>/stat), so far."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            total += int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[7])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 # --- modes ----------------------------------------------------------------------------------------------
@@ -235,11 +255,14 @@ def run_mixed(args, weights: Path, log_path: Path) -> dict:
             results += [r for r in pool.map(one, planned) if r is not None]
         concurrent_seconds = time.perf_counter() - started
         rss_end = tree_rss_mb(server.proc.pid)
+        time.sleep(3)  # idle past the batcher's trim (1 s): what the server keeps between bursts
+        rss_idle = tree_rss_mb(server.proc.pid)
         ready_after = server.status()
     report = check(results, weights)
     report.update(latency_summary(results))
     report["busy_409_retried"] = sum(r.get("busy_retries", 0) for r in results)
     report.update({"rss_mb_after_warmup": rss_start, "rss_mb_end": rss_end, "rss_growth_mb": rss_end - rss_start,
+                   "rss_mb_after_3s_idle": rss_idle, "rss_growth_after_idle_mb": rss_idle - rss_start,
                    "status_after": ready_after, "concurrent_phase_seconds": concurrent_seconds})
     return report
 
@@ -261,6 +284,7 @@ def closed_loop(server: CogServer, clients: int, queries: list[dict], time_limit
             with lock:
                 results.append(r)
 
+    faults = tree_minor_faults(server.proc.pid)
     started = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -268,11 +292,13 @@ def closed_loop(server: CogServer, clients: int, queries: list[dict], time_limit
     for t in threads:
         t.join()
     seconds = time.perf_counter() - started
+    faults = tree_minor_faults(server.proc.pid) - faults
     answered = [r for r in results if r["status"] == 200]
     per_forward = [r["body"]["metrics"].get("texts_per_forward", 1) for r in answered if r["body"].get("status") == "succeeded"]
     row = latency_summary(results)
     row.update({"clients": clients, "requests": len(results), "seconds": seconds, "requests_per_s": len(answered) / seconds,
                 "mean_texts_per_forward": statistics.fmean(per_forward) if per_forward else 0.0,
+                "page_faults_per_request": faults / max(1, len(answered)),
                 "busy_409": sum(r["status"] == 409 for r in results),
                 "busy_409_retried": sum(r["busy_retries"] for r in results), "_results": results})
     return row
@@ -299,6 +325,7 @@ def run_concurrency(args, weights: Path, log_path: Path) -> dict:
                 print(f"{'' if args.repeat == 1 else f'repeat {repeat + 1}: '}C={c:3d}: {row['requests_per_s']:.2f} req/s "
                       f"({row['speedup_vs_first']:.2f}x C={levels[0]}), p50 {row.get('p50_ms', 0):.0f} ms, "
                       f"p99 {row.get('p99_ms', 0):.0f} ms, {row['mean_texts_per_forward']:.1f} texts/forward, "
+                      f"{row['page_faults_per_request']:,.0f} page faults/request, "
                       f"{row['busy_409_retried']} x 409 retried, {row['busy_409']} unanswered", flush=True)
             runs.append(run)
     everything = [r for run in runs for row in run.values() for r in row.pop("_results")]
@@ -318,7 +345,7 @@ def summarize_level(rows: list[dict]) -> dict:
         return statistics.median(values) if values else None
 
     out = {key: median(key) for key in ("requests_per_s", "speedup_vs_first", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-                                         "p99_vs_first_p50", "mean_texts_per_forward", "seconds")}
+                                         "p99_vs_first_p50", "mean_texts_per_forward", "page_faults_per_request", "seconds")}
     out.update({"clients": rows[0]["clients"], "repeats": len(rows), "speedups_vs_first": [r["speedup_vs_first"] for r in rows],
                 "requests": sum(r["requests"] for r in rows), "busy_409": sum(r["busy_409"] for r in rows),
                 "busy_409_retried": sum(r["busy_409_retried"] for r in rows)})

@@ -36,6 +36,9 @@ def test_concurrency_mode_checks_every_answer(checkpoint_dir, tmp_path):
     assert level["speedups_vs_first"] == pytest.approx(ratios)
     assert level["speedup_vs_first"] == pytest.approx(sum(ratios) / 2)
     assert report["levels"][1]["speedups_vs_first"] == [1.0, 1.0]
+    # the server's page faults: counted from its processes' /proc entries, so a dead pid would read 0
+    faults = [run[c]["page_faults_per_request"] for run in report["repeats"] for c in (1, 4)]
+    assert min(faults) >= 0 and sum(faults) > 0
 
 
 def test_burst_mode_counts_each_answer_once(checkpoint_dir, tmp_path):
