@@ -16,12 +16,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc'
 def reuse_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
     """Serve blocks of up to 32 MiB from the heap and keep them there when freed; True where it applies.
 
-    By default glibc maps every block above a threshold fresh and unmaps it on free. The threshold only rises
-    to the largest block freed so far, and a block of exactly that size is mapped again: a forward's
-    activations are blocks of one size, layer after layer, so each one was faulted in page by page. Measured
-    on the full-size model (2 cores): 50,000-70,000 page faults in a forward of 16 queries (~8% of its time),
-    none with fixed thresholds. Memory then stays with the process between forwards; the batcher and the bulk
-    path hand it back when idle (`return_freed_memory`). Elsewhere (musl, macOS) this does nothing, and
+    By default glibc maps every block above a threshold afresh and unmaps it on free; the threshold only rises
+    to the largest block freed so far, a block of exactly that size is still mapped, and a heap whose free top
+    passes twice the threshold is trimmed. A forward's activations are blocks of a few sizes, layer after
+    layer, so forwards kept faulting them in page by page. Measured on the full-size model (2 cores, a worker
+    thread): 50,000-70,000 page faults in a forward of 16 queries (~8% of its time at ~1.6 us a fault), tens
+    to a few thousand with fixed thresholds. Memory then stays with the process while it is busy; the batcher
+    and the bulk path hand it back when idle (`return_freed_memory`). Elsewhere (musl, macOS) this does nothing, and
     where the environment already tunes glibc's malloc (MALLOC_MMAP_THRESHOLD_ and the like, or
     GLIBC_TUNABLES), that choice stands.
     """

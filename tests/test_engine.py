@@ -129,8 +129,6 @@ def test_out_of_memory_on_one_text_is_an_engine_error(embedder, monkeypatch):
     assert err.value.code == "out_of_memory"
 
 
-
-
 FAULTS_PER_FORWARD = """
 import resource, sys
 from concurrent.futures import ThreadPoolExecutor
