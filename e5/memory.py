@@ -22,9 +22,9 @@ def reuse_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
     layer, so forwards kept faulting them in page by page. Measured on the full-size model (2 cores, a worker
     thread): 50,000-70,000 page faults in a forward of 16 queries (~8% of its time at ~1.6 us a fault), tens
     to a few thousand with fixed thresholds. Memory then stays with the process while it is busy; the batcher
-    and the bulk path hand it back when idle (`return_freed_memory`). Elsewhere (musl, macOS) this does nothing, and
-    where the environment already tunes glibc's malloc (MALLOC_MMAP_THRESHOLD_ and the like, or
-    GLIBC_TUNABLES), that choice stands.
+    hands it back after 1 s idle and the bulk path after each chunk (`return_freed_memory`). Elsewhere (musl,
+    macOS) this does nothing, and where the environment already tunes glibc's malloc (MALLOC_MMAP_THRESHOLD_
+    and the like, or GLIBC_TUNABLES), that choice stands.
     """
     env = os.environ if environ is None else environ
     if any(name.startswith("MALLOC_") for name in env) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
