@@ -140,14 +140,16 @@ class DeviceProfile:
 
 
 # Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
-# 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost (the
-# weight reads) is ~0.1 s, about 40 tokens; 32 gave the best mixed-workload throughput among 16-256 in
-# back-to-back runs (a CPU pays for every pad token, so it wants little padding even at more forwards).
+# 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost is what
+# `scripts/forward_cost.py` fits from forwards of 32-1,920 tokens: 178 ms, 66 tokens at 2.7 ms a token.
+# 32, the earlier value, made the planner cut 16 short queries (a closed loop of 16 clients) into two
+# forwards in ~1 group of 10 to save a few pad tokens; the second half then waited for the first, and a
+# load test's groups fell out of step. At 64 such groups take one forward.
 # 2,040, not 2,048: the feed-forward activations (tokens x 4,096 x 4 bytes) then stay under 32 MiB, the
 # largest block glibc will serve from its heap (memory.reuse_freed_memory). At 2,048 tokens each of them was
 # mapped afresh: ~393,000 page faults per forward, which took 6.3-7.7 s against 5.2-5.5 s at 2,040.
 CPU_TOKEN_BUDGET = 2040
-CPU_FORWARD_COST = 32
+CPU_FORWARD_COST = 64
 # A CPU pays for every pad token, so short texts share rows of up to 128 tokens. A packed row's attention
 # spans the whole row, but at 128 tokens that is ~2% of a token's dense-layer FLOPs (4 x 128 x 1024 against
 # 24 x 1024^2).
@@ -175,7 +177,8 @@ def choose_device(environ: dict[str, str] | None = None) -> str:
 def device_profile(device: str, free_bytes: int | None = None, environ: dict[str, str] | None = None) -> DeviceProfile:
     """fp16 with a memory-derived token budget on CUDA; fp32 and a fixed budget on CPU.
 
-    E5_TOKEN_BUDGET overrides the budget on either, E5_ROW_TOKENS the packing (0 turns it off).
+    E5_TOKEN_BUDGET overrides the budget on either, E5_ROW_TOKENS the packing (0 turns it off),
+    E5_FORWARD_COST the planner's fixed cost per forward (what scripts/forward_cost.py measures).
     """
     env = os.environ if environ is None else environ
     if device.startswith("cuda"):
@@ -188,12 +191,15 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
     try:
         budget = env_number(env, "E5_TOKEN_BUDGET")
         row_tokens = env_number(env, "E5_ROW_TOKENS", minimum=0)
+        forward_cost = env_number(env, "E5_FORWARD_COST", minimum=0)
     except ValueError as err:
         raise WeightsError(str(err)) from None
     if budget is not None:
         profile = dataclasses.replace(profile, token_budget=budget)
     if row_tokens is not None:
         profile = dataclasses.replace(profile, row_tokens=row_tokens)
+    if forward_cost is not None:
+        profile = dataclasses.replace(profile, forward_cost=forward_cost)
     return profile
 
 

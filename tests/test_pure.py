@@ -266,8 +266,12 @@ def test_cuda_profile_is_fp16_padded_to_8_with_a_memory_budget():
 
 
 def test_cpu_profile_is_fp32_and_the_budget_can_be_set():
-    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2040, 32, 128)
+    assert device_profile("cpu", environ={}) == DeviceProfile("cpu", torch.float32, 1, 2040, 64, 128)
     assert device_profile("cpu", environ={"E5_TOKEN_BUDGET": "1000"}).token_budget == 1000
+    assert device_profile("cpu", environ={"E5_FORWARD_COST": "0"}).forward_cost == 0
+    assert device_profile("cuda", free_bytes=2**34, environ={"E5_FORWARD_COST": "900"}).forward_cost == 900
+    with pytest.raises(WeightsError, match="E5_FORWARD_COST must be a whole number"):
+        device_profile("cpu", environ={"E5_FORWARD_COST": "lots"})
     assert device_profile("cpu", environ={"E5_ROW_TOKENS": "0"}).row_tokens == 0
     assert device_profile("cuda", free_bytes=2**34, environ={}).row_tokens == 0
     with pytest.raises(WeightsError, match="E5_ROW_TOKENS must be at least 0"):

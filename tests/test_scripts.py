@@ -1,11 +1,14 @@
-"""The measuring helpers of scripts/benchmark.py and scripts/bulk_run.py report what they claim to."""
+"""The measuring helpers of scripts/benchmark.py, scripts/bulk_run.py and scripts/forward_cost.py report what they claim to."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 import benchmark
 import bulk_run
+import forward_cost
 
 
 def test_quarter_peaks_takes_the_highest_sample_of_each_quarter():
@@ -47,3 +50,45 @@ def test_paired_mfu_holds_each_round_against_the_better_measurement_around_it(mo
     for r, best in zip(rounds, (3e9, 3e9, 4e9)):
         assert r["mfu"] == pytest.approx(1e6 / r["seconds"] / best)
     assert p["median_mfu"] == sorted(r["mfu"] for r in rounds)[1]
+
+
+def test_fixed_cost_fit_recovers_a_known_line():
+    # 0.1 s per forward and 2 ms per token: the fixed cost is 50 tokens' worth
+    tokens = [32, 64, 128, 256, 512, 1024]
+    fit = forward_cost.fit_fixed_cost(tokens, [0.1 + 0.002 * t for t in tokens])
+    assert fit["fixed_s"] == pytest.approx(0.1)
+    assert fit["per_token_s"] == pytest.approx(0.002)
+    assert fit["fixed_tokens"] == pytest.approx(50)
+
+
+def test_shapes_double_up_to_the_budget_in_rows_of_128():
+    assert forward_cost.shape_list(2040) == [(1, 32), (1, 64), (1, 128), (2, 128), (4, 128), (8, 128), (15, 128)]
+    assert forward_cost.shape_list(1024) == [(1, 32), (1, 64), (1, 128), (2, 128), (4, 128), (8, 128)]
+
+
+def test_differing_keeps_only_the_batches_the_plans_do_not_share():
+    plans = {32: [[0, 1], [2], [3]], 64: [[1, 0], [2, 3]]}
+    assert forward_cost.differing(plans) == {32: [[2], [3]], 64: [[2, 3]]}
+    assert forward_cost.differing({1: [[0], [1]], 2: [[1], [0]]}) == {1: [], 2: []}
+
+
+def test_forward_cost_script_times_the_plans_where_they_differ(checkpoint_dir, tmp_path):
+    out = tmp_path / "cost.json"
+    # cost 0 cuts wherever the length drops; a huge cost puts each workload in as few forwards as the budget allows
+    assert forward_cost.main(["--weights", str(checkpoint_dir), "--costs", "0,100000", "--rounds", "2", "--shape-rounds", "1",
+                              "--groups", "2", "--mixed", "24", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(s["rows"], s["width"]) for s in report["shapes"]] == forward_cost.shape_list(2040)
+    assert all(s["seconds"] > 0 for s in report["shapes"])
+    assert report["fit"]["per_token_s"] > 0
+    mixed = report["mixed"]
+    assert mixed["0"]["forwards_in_all_plans"] > mixed["100000"]["forwards_in_all_plans"]
+    for cost in ("0", "100000"):
+        assert mixed[cost]["differing_forwards"] > 0 and len(mixed[cost]["seconds"]) == 2
+        assert mixed[cost]["rounds_fastest"] in (0, 1, 2)
+    assert mixed["0"]["rounds_fastest"] + mixed["100000"]["rounds_fastest"] == 2
+    groups = report["query_groups"]
+    assert groups["groups"] == 2 and groups["size"] == 16
+    # each group goes in one forward at the huge cost, so every group's texts are timed on both sides
+    assert groups["100000"]["differing_forwards"] == 2
+    assert groups["0"]["differing_tokens"] == groups["100000"]["differing_tokens"]

@@ -1,0 +1,186 @@
+"""What one forward costs beyond its tokens, and whether the planner's cuts pay for themselves.
+
+    python scripts/forward_cost.py [--costs 32,64] [--rounds 6] [--groups 6] [--mixed 128] [--json out.json]
+
+The planner (`e5/batching.py`) prices a forward as its padded tokens plus a fixed cost per forward counted
+in tokens (`forward_cost`, `e5/model.py`), and cuts a batch in two only where the padding saved exceeds that
+cost. This measures both sides with the benchmark's model (the real weights when weights/ holds them, else
+the full-size architecture), on CUDA when available, through the engine's own `forward`:
+
+shapes: forwards of 32 tokens up to the token budget (rows of 128 tokens past 128), fitted to
+        seconds = fixed + per_token x tokens. fixed / per_token is the forward's fixed cost in tokens.
+plans:  the plans at each cost in --costs, for two workloads: the benchmark's mixed corpus, and groups of 16
+        short queries (what a closed loop of 16 clients hands the batcher) that the costs plan differently.
+        Only the forwards where the plans differ are timed, the costs alternating for --rounds rounds, so a
+        drifting machine weighs on both alike. Reports each cost's median seconds and the rounds it won.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchmark import mixed_corpus, pick_weights, short_queries, sync  # noqa: E402
+
+ROW = 128  # the CPU's packed row size: shapes past it are rows of this width, as the planner builds them
+
+
+# --- pure helpers ---------------------------------------------------------------------------------------
+
+
+def shape_list(token_budget: int) -> list[tuple[int, int]]:
+    """(rows, width) from 32 tokens up to the budget, roughly doubling: single rows below ROW, then rows of ROW."""
+    shapes = [(1, w) for w in (32, 64)]
+    rows = 1
+    while rows * ROW <= token_budget:
+        shapes.append((rows, ROW))
+        rows *= 2
+    if shapes[-1][0] * ROW < token_budget // ROW * ROW:
+        shapes.append((token_budget // ROW, ROW))
+    return shapes
+
+
+def fit_fixed_cost(tokens: list[int], seconds: list[float]) -> dict:
+    """Least squares seconds = fixed + per_token x tokens; the fixed part also in tokens' worth of compute."""
+    per_token, fixed = np.polyfit(np.asarray(tokens, float), np.asarray(seconds, float), 1)
+    return {"fixed_s": float(fixed), "per_token_s": float(per_token), "fixed_tokens": float(fixed / per_token)}
+
+
+def differing(plans: dict[int, list[list[int]]]) -> dict[int, list[list[int]]]:
+    """Each cost's batches that not every plan shares (a batch is a set of indices)."""
+    keys = {cost: [tuple(sorted(b)) for b in plan] for cost, plan in plans.items()}
+    shared = set.intersection(*(set(k) for k in keys.values()))
+    return {cost: [list(b) for b in k if b not in shared] for cost, k in keys.items()}
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def timed_forwards(embedder, batches: list[list[list[int]]]) -> float:
+    device = embedder.profile.device
+    sync(device)
+    start = time.perf_counter()
+    for sequences in batches:
+        embedder.forward(sequences, [True] * len(sequences))
+    sync(device)
+    return time.perf_counter() - start
+
+
+def measure_shapes(embedder, filler: list[int], rounds: int) -> dict:
+    def text(n: int) -> list[int]:
+        return filler[: n - 1] + [embedder.eos_id]
+
+    shapes = shape_list(embedder.profile.token_budget)
+    seconds: dict[tuple[int, int], list[float]] = {s: [] for s in shapes}
+    for r in range(rounds):
+        for rows, width in shapes if r % 2 == 0 else shapes[::-1]:
+            seconds[(rows, width)].append(timed_forwards(embedder, [[text(width)] * rows]))
+    table = [{"rows": rows, "width": width, "tokens": rows * width, "seconds": statistics.median(v),
+              "tokens_per_s": rows * width / statistics.median(v)} for (rows, width), v in seconds.items()]
+    return {"shapes": table, "fit": fit_fixed_cost([t["tokens"] for t in table], [t["seconds"] for t in table])}
+
+
+def compare_plans(embedder, workloads: list[list[list[int]]], costs: list[int], rounds: int) -> dict:
+    """For each workload (token id lists), time each cost's differing forwards, alternating the costs."""
+    base = embedder.profile
+    batches: dict[int, list[list[list[int]]]] = {c: [] for c in costs}
+    forwards = {c: 0 for c in costs}
+    for sequences in workloads:
+        plans = {}
+        for c in costs:
+            embedder.profile = dataclasses.replace(base, forward_cost=c)
+            plans[c] = embedder.plan([len(s) for s in sequences])
+            forwards[c] += len(plans[c])
+        embedder.profile = base
+        for c, diff in differing(plans).items():
+            batches[c] += [[sequences[i] for i in b] for b in diff]
+    seconds: dict[int, list[float]] = {c: [] for c in costs}
+    if any(batches.values()):
+        for r in range(rounds):
+            for c in costs if r % 2 == 0 else costs[::-1]:
+                seconds[c].append(timed_forwards(embedder, batches[c]))
+    fastest = [min(costs, key=lambda c: seconds[c][r]) for r in range(len(seconds[costs[0]]))]
+    return {str(c): {"forwards_in_all_plans": forwards[c], "differing_forwards": len(batches[c]),
+                     "differing_tokens": sum(len(s) for b in batches[c] for s in b),
+                     "median_seconds": statistics.median(seconds[c]) if seconds[c] else None,
+                     "rounds_fastest": fastest.count(c), "seconds": seconds[c]} for c in costs}
+
+
+def groups_planned_apart(embedder, queries: list[list[int]], costs: list[int], groups: int, size: int, seed: int) -> list[list[list[int]]]:
+    """Up to `groups` random groups of `size` queries whose plans differ between the costs."""
+    rng = random.Random(seed)
+    base, found = embedder.profile, []
+    for _ in range(200 * groups):
+        group = rng.sample(queries, size)
+        plans = []
+        for c in costs:
+            embedder.profile = dataclasses.replace(base, forward_cost=c)
+            plans.append(sorted(tuple(sorted(b)) for b in embedder.plan([len(s) for s in group])))
+        embedder.profile = base
+        if any(p != plans[0] for p in plans):
+            found.append(group)
+            if len(found) == groups:
+                break
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--costs", default="32,64", help="forward costs (tokens) whose plans are compared")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per comparison")
+    parser.add_argument("--shape-rounds", type=int, default=4)
+    parser.add_argument("--groups", type=int, default=6, help="groups of short queries planned apart by the costs")
+    parser.add_argument("--group-size", type=int, default=16)
+    parser.add_argument("--mixed", type=int, default=128, help="texts in the mixed corpus")
+    parser.add_argument("--weights", type=Path, help="this checkpoint instead of the benchmark's")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    from e5.engine import Embedder
+
+    weights = args.weights or pick_weights()[0]
+    embedder = Embedder.load(weights)
+    costs = [int(c) for c in args.costs.split(",")]
+    p = embedder.profile
+    print(f"device {p.device}, {str(p.dtype)[6:]}, budget {p.token_budget} tokens, forward_cost now {p.forward_cost}, weights {weights}", flush=True)
+
+    mixed = embedder.tokenize(mixed_corpus(args.mixed)).ids
+    queries = embedder.tokenize(short_queries(2000)).ids
+    filler = max(mixed, key=len)
+    embedder.forward(mixed[:4], [True] * 4)  # warm-up
+
+    shapes = measure_shapes(embedder, filler, args.shape_rounds)
+    for row in shapes["shapes"]:
+        print(f"  {row['rows']:3d} x {row['width']:3d} tokens: {row['seconds'] * 1000:8.1f} ms, {row['tokens_per_s']:8.1f} tokens/s", flush=True)
+    fit = shapes["fit"]
+    print(f"fit: fixed {fit['fixed_s'] * 1000:.1f} ms + {fit['per_token_s'] * 1000:.3f} ms/token: a forward's fixed cost is "
+          f"{fit['fixed_tokens']:.0f} tokens", flush=True)
+
+    groups = groups_planned_apart(embedder, queries, costs, args.groups, args.group_size, seed=3)
+    report = {"device": p.device, "dtype": str(p.dtype), "token_budget": p.token_budget, "weights": str(weights), **shapes,
+              "mixed": compare_plans(embedder, [mixed], costs, args.rounds),
+              "query_groups": {"groups": len(groups), "size": args.group_size, **compare_plans(embedder, groups, costs, args.rounds)}}
+    for name in ("mixed", "query_groups"):
+        line = ", ".join(f"cost {c}: {r['differing_forwards']} forwards differ ({r['forwards_in_all_plans']} in all), "
+                         f"median {r['median_seconds'] or 0:.2f} s, fastest in {r['rounds_fastest']} of {args.rounds}"
+                         for c, r in ((c, report[name][str(c)]) for c in costs))
+        print(f"{name}{f' ({len(groups)} groups of {args.group_size})' if name == 'query_groups' else ''}: {line}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
