@@ -92,3 +92,30 @@ def test_forward_cost_script_times_the_plans_where_they_differ(checkpoint_dir, t
     # each group goes in one forward at the huge cost, so every group's texts are timed on both sides
     assert groups["100000"]["differing_forwards"] == 2
     assert groups["0"]["differing_tokens"] == groups["100000"]["differing_tokens"]
+
+
+def test_paired_latency_times_each_query_both_ways_back_to_back(monkeypatch):
+    clock = [0.0]
+    calls = []
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+
+    class Contender:
+        def embed(self, texts):
+            calls.append(("request", texts[0]))
+            clock[0] += 0.3  # a request costs 0.3 s ...
+
+    class Encoded(dict):
+        def to(self, device):
+            return self
+
+    def model(**encoded):
+        calls.append(("bare", encoded["text"]))
+        clock[0] += 0.2  # ... and the bare forward of its tokens 0.2 s
+
+    p = benchmark.paired_latency(Contender(), model, lambda q, **kw: Encoded(text=q), ["a", "b", "c"], device="cpu")
+    assert calls[0] == ("request", "a")  # the warm-up
+    # back to back, and the order alternates so neither side always runs first
+    assert calls[1:] == [("request", "a"), ("bare", "a"), ("bare", "b"), ("request", "b"), ("request", "c"), ("bare", "c")]
+    assert p["ratios"] == pytest.approx([1.5, 1.5, 1.5])
+    assert p["median_ratio"] == pytest.approx(1.5)
+    assert (p["ours_p50_ms"], p["bare_p50_ms"]) == (pytest.approx(300), pytest.approx(200))
