@@ -141,10 +141,10 @@ class DeviceProfile:
 
 # Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
 # 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost is what
-# `scripts/forward_cost.py` fits from forwards of 32-1,920 tokens: 178 ms, 66 tokens at 2.7 ms a token.
-# 32, the earlier value, made the planner cut 16 short queries (a closed loop of 16 clients) into two
-# forwards in ~1 group of 10 to save a few pad tokens; the second half then waited for the first, and a
-# load test's groups fell out of step. At 64 such groups take one forward.
+# `scripts/forward_cost.py` fits from forwards of 32-1,920 tokens: 148-178 ms, 58-66 tokens at 2.5-2.7 ms a
+# token (two runs). 32, the earlier value, made the planner cut some groups of 16 short queries (a closed
+# loop of 16 clients; 19 of 200 in tests/test_engine.py) into two forwards to save a few pad tokens; the
+# second part then waited for the first, and a load test's groups fell out of step. At 64 they stay whole.
 # 2,040, not 2,048: the feed-forward activations (tokens x 4,096 x 4 bytes) then stay under 32 MiB, the
 # largest block glibc will serve from its heap (memory.reuse_freed_memory). At 2,048 tokens each of them was
 # mapped afresh: ~393,000 page faults per forward, which took 6.3-7.7 s against 5.2-5.5 s at 2,040.
