@@ -249,30 +249,32 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+def timed(device: str, run) -> float:
+    """Seconds `run()` takes, with the device's queue drained before and after."""
+    sync(device)
+    start = time.perf_counter()
+    run()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def run_latency(contender, queries: list[str], device: str) -> dict:
     contender.embed(queries[:1])
-    times = []
-    for q in queries:
-        sync(device)
-        start = time.perf_counter()
-        contender.embed([q])
-        sync(device)
-        times.append(time.perf_counter() - start)
+    times = [timed(device, lambda: contender.embed([q])) for q in queries]
     return {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99), "n": len(times)}
+
+
+def bare_inputs(tokenizer, query: str, device: str):
+    """One query as the encoder's input, tokenized the way the model card does."""
+    return tokenizer(query, truncation=True, max_length=512, return_tensors="pt").to(device)
 
 
 @torch.inference_mode()
 def bare_forward_latency(model, tokenizer, queries: list[str], device: str) -> dict:
     """The floor for one query: the encoder alone on the same tokens, no pooling, no tokenization."""
-    encoded = [tokenizer(q, truncation=True, max_length=512, return_tensors="pt").to(device) for q in queries]
+    encoded = [bare_inputs(tokenizer, q, device) for q in queries]
     model(**encoded[0])
-    times = []
-    for batch in encoded:
-        sync(device)
-        start = time.perf_counter()
-        model(**batch)
-        sync(device)
-        times.append(time.perf_counter() - start)
+    times = [timed(device, lambda: model(**batch)) for batch in encoded]
     return {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99), "n": len(times)}
 
 
@@ -285,22 +287,15 @@ def paired_latency(contender, model, tokenizer, queries: list[str], device: str)
     per-query ratios is the request's cost over the bare forward.
     """
     ours, bare = [], []
-
-    def time_once(run) -> float:
-        sync(device)
-        start = time.perf_counter()
-        run()
-        sync(device)
-        return time.perf_counter() - start
-
     contender.embed(queries[:1])
     for i, q in enumerate(queries):
-        encoded = tokenizer(q, truncation=True, max_length=512, return_tensors="pt").to(device)
-        pair = [lambda: contender.embed([q]), lambda: model(**encoded)]
-        first, second = (0, 1) if i % 2 == 0 else (1, 0)
-        seconds = {first: time_once(pair[first]), second: time_once(pair[second])}
-        ours.append(seconds[0])
-        bare.append(seconds[1])
+        encoded = bare_inputs(tokenizer, q, device)
+        if i % 2 == 0:
+            ours.append(timed(device, lambda: contender.embed([q])))
+            bare.append(timed(device, lambda: model(**encoded)))
+        else:
+            bare.append(timed(device, lambda: model(**encoded)))
+            ours.append(timed(device, lambda: contender.embed([q])))
     ratios = [o / b for o, b in zip(ours, bare)]
     return {"median_ratio": statistics.median(ratios), "ratios": ratios, "ours_p50_ms": 1000 * percentile(ours, 50),
             "bare_p50_ms": 1000 * percentile(bare, 50), "n": len(queries)}
@@ -317,11 +312,7 @@ def paired_mfu(contender, texts: list[str], useful: float, device: str, dtype: t
     out = []
     before = matmul_flops(device, dtype)
     for _ in range(rounds):
-        sync(device)
-        start = time.perf_counter()
-        contender.embed(texts)
-        sync(device)
-        seconds = time.perf_counter() - start
+        seconds = timed(device, lambda: contender.embed(texts))
         after = matmul_flops(device, dtype)
         out.append({"seconds": seconds, "matmul_before": before, "matmul_after": after,
                     "mfu": useful / seconds / max(before, after)})

@@ -23,7 +23,6 @@ import json
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark import mixed_corpus, pick_weights, short_queries, sync  # noqa: E402
-
-ROW = 128  # the CPU's packed row size: shapes past it are rows of this width, as the planner builds them
+from benchmark import mixed_corpus, pick_weights, short_queries, timed  # noqa: E402
+from e5.engine import Embedder  # noqa: E402
+# Shapes past one packed row are rows of that width, as the CPU's planner builds them.
+from e5.model import CPU_ROW_TOKENS as ROW  # noqa: E402
 
 
 # --- pure helpers ---------------------------------------------------------------------------------------
@@ -69,13 +69,11 @@ def differing(plans: dict[int, list[list[int]]]) -> dict[int, list[list[int]]]:
 
 
 def timed_forwards(embedder, batches: list[list[list[int]]]) -> float:
-    device = embedder.profile.device
-    sync(device)
-    start = time.perf_counter()
-    for sequences in batches:
-        embedder.forward(sequences, [True] * len(sequences))
-    sync(device)
-    return time.perf_counter() - start
+    def run() -> None:
+        for sequences in batches:
+            embedder.forward(sequences, [True] * len(sequences))
+
+    return timed(embedder.profile.device, run)
 
 
 def measure_shapes(embedder, filler: list[int], rounds: int) -> dict:
@@ -92,18 +90,27 @@ def measure_shapes(embedder, filler: list[int], rounds: int) -> dict:
     return {"shapes": table, "fit": fit_fixed_cost([t["tokens"] for t in table], [t["seconds"] for t in table])}
 
 
-def compare_plans(embedder, workloads: list[list[list[int]]], costs: list[int], rounds: int) -> dict:
-    """For each workload (token id lists), time each cost's differing forwards, alternating the costs."""
+def plans_at(embedder, sequences: list[list[int]], costs: list[int]) -> dict[int, list[list[int]]]:
+    """The engine's own plan for `sequences` at each forward cost."""
     base = embedder.profile
-    batches: dict[int, list[list[list[int]]]] = {c: [] for c in costs}
-    forwards = {c: 0 for c in costs}
-    for sequences in workloads:
+    try:
         plans = {}
         for c in costs:
             embedder.profile = dataclasses.replace(base, forward_cost=c)
             plans[c] = embedder.plan([len(s) for s in sequences])
-            forwards[c] += len(plans[c])
+        return plans
+    finally:
         embedder.profile = base
+
+
+def compare_plans(embedder, workloads: list[list[list[int]]], costs: list[int], rounds: int) -> dict:
+    """For each workload (token id lists), time each cost's differing forwards, alternating the costs."""
+    batches: dict[int, list[list[list[int]]]] = {c: [] for c in costs}
+    forwards = {c: 0 for c in costs}
+    for sequences in workloads:
+        plans = plans_at(embedder, sequences, costs)
+        for c in costs:
+            forwards[c] += len(plans[c])
         for c, diff in differing(plans).items():
             batches[c] += [[sequences[i] for i in b] for b in diff]
     seconds: dict[int, list[float]] = {c: [] for c in costs}
@@ -121,15 +128,10 @@ def compare_plans(embedder, workloads: list[list[list[int]]], costs: list[int], 
 def groups_planned_apart(embedder, queries: list[list[int]], costs: list[int], groups: int, size: int, seed: int) -> list[list[list[int]]]:
     """Up to `groups` random groups of `size` queries whose plans differ between the costs."""
     rng = random.Random(seed)
-    base, found = embedder.profile, []
+    found = []
     for _ in range(200 * groups):
         group = rng.sample(queries, size)
-        plans = []
-        for c in costs:
-            embedder.profile = dataclasses.replace(base, forward_cost=c)
-            plans.append(sorted(tuple(sorted(b)) for b in embedder.plan([len(s) for s in group])))
-        embedder.profile = base
-        if any(p != plans[0] for p in plans):
+        if any(differing(plans_at(embedder, group, costs)).values()):
             found.append(group)
             if len(found) == groups:
                 break
@@ -147,8 +149,6 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, help="this checkpoint instead of the benchmark's")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-
-    from e5.engine import Embedder
 
     weights = args.weights or pick_weights()[0]
     embedder = Embedder.load(weights)
