@@ -32,6 +32,12 @@ def test_time_breakdown_splits_the_forward_into_gemms_attention_and_the_rest(pre
     assert b["gemm_flops"] > 1e8
 
 
+def test_gemm_efficiency_is_held_against_the_better_measurement_around_the_profile():
+    # the profiled GEMMs ran at 2 GFLOP/s between readings of 4 and 2.5: half the machine's speed then
+    assert benchmark.paired_gemm_efficiency({"gemm_flops": 2e9, "matmul_around": [4e9, 2.5e9]}) == 0.5
+    assert benchmark.paired_gemm_efficiency({"gemm_flops": 2e9, "matmul_around": [2.5e9, 4e9]}) == 0.5
+
+
 def test_paired_mfu_holds_each_round_against_the_better_measurement_around_it(monkeypatch):
     rates = iter([1e9, 3e9, 2e9, 4e9])  # before round 1, then after each of the three rounds
     monkeypatch.setattr(benchmark, "matmul_flops", lambda device, dtype: next(rates))
