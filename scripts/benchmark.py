@@ -312,10 +312,12 @@ def paired_mfu(contender, texts: list[str], useful: float, device: str, dtype: t
     out = []
     before = matmul_flops(device, dtype)
     for _ in range(rounds):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         seconds = timed(device, lambda: contender.embed(texts))
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         after = matmul_flops(device, dtype)
         out.append({"seconds": seconds, "matmul_before": before, "matmul_after": after,
-                    "mfu": useful / seconds / max(before, after)})
+                    "mfu": useful / seconds / max(before, after), "page_faults": faults})
         before = after
     return {"rounds": out, "median_mfu": statistics.median(r["mfu"] for r in out)}
 
@@ -458,7 +460,8 @@ def main(argv=None) -> int:
             if contender is ours and name == "mixed" and args.paired_rounds:
                 results["paired_mixed"] = pm = paired_mfu(ours, texts, real["mixed_useful_flops"], device, dtype, args.paired_rounds)
                 print("  mixed  paired MFU by round: " + ", ".join(
-                    f"{r['mfu']:.3f} ({r['matmul_before'] / 1e9:.0f}/{r['matmul_after'] / 1e9:.0f} GFLOP/s around {r['seconds']:.1f}s)"
+                    f"{r['mfu']:.3f} ({r['matmul_before'] / 1e9:.0f}/{r['matmul_after'] / 1e9:.0f} GFLOP/s around {r['seconds']:.1f}s, "
+                    f"{r['page_faults']:,} page faults)"
                     for r in pm["rounds"]) + f"; median {pm['median_mfu']:.3f}", flush=True)
             if contender is ours and name == "mixed" and args.breakdown:
                 if device == "cpu":

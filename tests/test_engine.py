@@ -171,6 +171,56 @@ def test_a_freed_block_is_reused_at_once_instead_of_faulted_in_again():
     assert faults_per_fill("defaults")[1] > pages // 2
 
 
+FAULTS_IN_A_THREAD = """
+import ctypes, resource, sys, threading
+from e5.memory import reuse_freed_memory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory({})
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+size = 31 * 1024 * 1024  # a full CPU forward's feed-forward activation: 2,040 tokens x 4,096 floats
+faults = []
+
+def forward():  # three such blocks live at once: more than one of the thread's 64 MiB heaps holds
+    blocks = [libc.malloc(size) for _ in range(3)]
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for block in blocks:
+        libc.memset(block, 1, size)
+    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+    for block in blocks:
+        libc.free(block)
+
+def worker():
+    for _ in range(3):
+        forward()
+
+thread = threading.Thread(target=worker)
+thread.start()
+thread.join()
+print(*faults)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and page-fault counts are glibc/Linux")
+def test_a_worker_threads_freed_heaps_are_kept_for_the_next_forward():
+    """Forwards run on the batcher's thread, whose arena is a chain of 64 MiB heaps. glibc unmaps a heap as
+    soon as it is all free, whatever the trim threshold, so with the thresholds alone every forward faulted
+    its largest activations in again. With the top pad set too, the second and third "forward" reuse them.
+    """
+    def faults_per_forward(mode: str) -> list[int]:
+        run = subprocess.run([sys.executable, "-c", FAULTS_IN_A_THREAD, mode],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return [int(n) for n in run.stdout.split()]
+
+    block_pages = 31 * 1024 * 1024 // 4096
+    first, second, third = faults_per_forward("reuse")
+    assert first > 2 * block_pages and second < block_pages // 20 and third < block_pages // 20
+    assert min(faults_per_forward("defaults")[1:]) > block_pages // 2
+
+
 def test_loading_the_engine_sets_the_thresholds(checkpoint_dir, monkeypatch):
     calls = []
     monkeypatch.setattr("e5.engine.reuse_freed_memory", lambda: calls.append(1) or True)
@@ -196,4 +246,5 @@ def test_a_malloc_setting_in_the_environment_is_left_alone(monkeypatch):
     assert not memory.reuse_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"})
     assert calls == []
     assert memory.reuse_freed_memory({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"})
-    assert calls == [("mallopt", (-3, memory.MMAP_THRESHOLD_MAX)), ("mallopt", (-1, 1 << 30))]
+    assert calls == [("mallopt", (-3, memory.MMAP_THRESHOLD_MAX)), ("mallopt", (-1, 1 << 30)),
+                     ("mallopt", (-2, memory.THREAD_HEAP_SIZE))]

@@ -56,6 +56,7 @@ def test_paired_mfu_holds_each_round_against_the_better_measurement_around_it(mo
     for r, best in zip(rounds, (3e9, 3e9, 4e9)):
         assert r["mfu"] == pytest.approx(1e6 / r["seconds"] / best)
     assert p["median_mfu"] == sorted(r["mfu"] for r in rounds)[1]
+    assert all(isinstance(r["page_faults"], int) and r["page_faults"] >= 0 for r in rounds)
 
 
 def test_fixed_cost_fit_recovers_a_known_line():
