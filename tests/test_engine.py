@@ -173,10 +173,12 @@ def test_a_freed_block_is_reused_at_once_instead_of_faulted_in_again():
 
 FAULTS_IN_A_THREAD = """
 import ctypes, resource, sys, threading
-from e5.memory import reuse_freed_memory
+from e5.memory import MMAP_THRESHOLD_MAX, reuse_freed_memory
+libc = ctypes.CDLL("libc.so.6")
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory({})
-libc = ctypes.CDLL("libc.so.6")
+else:  # the two thresholds alone, without the top pad
+    assert libc.mallopt(-3, MMAP_THRESHOLD_MAX) and libc.mallopt(-1, 1 << 30)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
@@ -218,7 +220,7 @@ def test_a_worker_threads_freed_heaps_are_kept_for_the_next_forward():
     block_pages = 31 * 1024 * 1024 // 4096
     first, second, third = faults_per_forward("reuse")
     assert first > 2 * block_pages and second < block_pages // 20 and third < block_pages // 20
-    assert min(faults_per_forward("defaults")[1:]) > block_pages // 2
+    assert min(faults_per_forward("thresholds")[1:]) > block_pages // 2
 
 
 def test_loading_the_engine_sets_the_thresholds(checkpoint_dir, monkeypatch):
