@@ -151,6 +151,13 @@ print(*faults)
 """
 
 
+def faults_in_fresh_process(script: str, mode: str) -> list[int]:
+    """The page-fault counts a script prints, run in a new interpreter: malloc settings are process-wide."""
+    run = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return [int(n) for n in run.stdout.split()]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and page-fault counts are glibc/Linux")
 def test_a_freed_block_is_reused_at_once_instead_of_faulted_in_again():
     """With the thresholds set, the second allocation of a 24 MiB block touches no new page. With glibc's
@@ -159,16 +166,10 @@ def test_a_freed_block_is_reused_at_once_instead_of_faulted_in_again():
     Fresh processes, because the thresholds are process-wide and other tests move glibc's defaults. (Real
     forwards of the small test model fault too unevenly, in either mode, to tell the two apart reliably.)
     """
-    def faults_per_fill(mode: str) -> list[int]:
-        run = subprocess.run([sys.executable, "-c", FAULTS_PER_FILL, mode],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert run.returncode == 0, run.stderr[-2000:]
-        return [int(n) for n in run.stdout.split()]
-
     pages = 24 * 1024 * 1024 // 4096
-    first, second, _ = faults_per_fill("reuse")
+    first, second, _ = faults_in_fresh_process(FAULTS_PER_FILL, "reuse")
     assert first > pages // 2 and second < pages // 20
-    assert faults_per_fill("defaults")[1] > pages // 2
+    assert faults_in_fresh_process(FAULTS_PER_FILL, "defaults")[1] > pages // 2
 
 
 FAULTS_IN_A_THREAD = """
@@ -211,16 +212,10 @@ def test_a_worker_threads_freed_heaps_are_kept_for_the_next_forward():
     soon as it is all free, whatever the trim threshold, so with the thresholds alone every forward faulted
     its largest activations in again. With the top pad set too, the second and third "forward" reuse them.
     """
-    def faults_per_forward(mode: str) -> list[int]:
-        run = subprocess.run([sys.executable, "-c", FAULTS_IN_A_THREAD, mode],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert run.returncode == 0, run.stderr[-2000:]
-        return [int(n) for n in run.stdout.split()]
-
     block_pages = 31 * 1024 * 1024 // 4096
-    first, second, third = faults_per_forward("reuse")
+    first, second, third = faults_in_fresh_process(FAULTS_IN_A_THREAD, "reuse")
     assert first > 2 * block_pages and second < block_pages // 20 and third < block_pages // 20
-    assert min(faults_per_forward("thresholds")[1:]) > block_pages // 2
+    assert min(faults_in_fresh_process(FAULTS_IN_A_THREAD, "thresholds")[1:]) > block_pages // 2
 
 
 def test_loading_the_engine_sets_the_thresholds(checkpoint_dir, monkeypatch):
