@@ -1,6 +1,7 @@
 """Side-by-side throughput and latency: this predictor vs the model card's code vs sentence-transformers.
 
-    python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--paired-rounds 3] [--breakdown]
+    python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--paired-rounds 3]
+                                [--interleaved-rounds 3] [--breakdown]
 
 One process, the same strings for every contender, each warmed up first. The model is the real checkpoint
 when weights/ holds it, else the full-size architecture (24 x 1024, vocab 250002, random weights) generated
@@ -9,8 +10,9 @@ once into ~/.cache/e5-cog/full-size. On a CUDA machine everything runs in fp16 t
 Reports tokens/s and ratios, padding efficiency (real tokens / computed tokens, counted at the model's
 input), achieved model FLOP/s against this machine's dense matmul FLOP/s measured in the same run (before
 each contender and at the end, since a shared machine drifts; the best of them is the peak) and, paired,
-our mixed run repeated between matmul measurements (MFU against the machine's speed at that time), setup
-time, peak memory, the cost of the output path, and single-query latency against a bare forward pass (each
+our mixed run repeated between matmul measurements (MFU against the machine's speed at that time) and,
+interleaved, one micro-batch at a time with matmuls after each for as long as it took (MFU against the
+machine's speed in the same moments), setup time, peak memory, the cost of the output path, and single-query latency against a bare forward pass (each
 timed apart, and paired query by query).
 Writes results.json and chart.png under --out.
 """
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from e5.batcher import IDLE_TRIM_S  # noqa: E402
 from synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
 
 FULL_SIZE_CACHE = Path.home() / ".cache" / "e5-cog" / "full-size"
@@ -68,29 +71,57 @@ def short_queries(n: int, seed: int = 1) -> list[str]:
 # --- the machine's limit --------------------------------------------------------------------------------
 
 
-def matmul_flops(device: str, dtype: torch.dtype, seconds: float = 3.0) -> float:
-    """Best dense matmul FLOP/s over the model's own GEMM shapes (tokens x 1024 <-> 4096), `seconds` in all.
+MATMUL_SHAPES = tuple((m, k, n) for m in (1024, 2048, 4096) for k, n in ((1024, 4096), (4096, 1024), (1024, 3072)))
+MIN_PROBE_S = 0.1  # a GPU forward takes milliseconds: each shape still gets ~11 ms of GEMMs, not a few launches
 
-    3 s, not 1: on a shared 2-core machine a 1 s measurement caught a slow moment (193 GFLOP/s against
-    220-270 in longer ones) and inflated every MFU by a quarter.
+
+class MatmulProbe:
+    """Dense matmuls at the model's GEMM shapes (tokens x 1024 <-> 4096), each run for its share of a given time.
+
+    FLOPs and seconds add up per shape over every `run`, so a probe spread over many short runs gives the
+    machine's mean rate over those moments.
     """
-    best = 0.0
-    for m in (1024, 2048, 4096):
-        for k, n in ((1024, 4096), (4096, 1024), (1024, 3072)):
+
+    def __init__(self, device: str, dtype: torch.dtype, shapes=MATMUL_SHAPES):
+        self.device = device
+        self.operands = {}
+        for m, k, n in shapes:
             a = torch.randn(m, k, device=device, dtype=dtype)
             b = torch.randn(k, n, device=device, dtype=dtype)
             for _ in range(3):
                 a @ b
-            sync(device)
+            self.operands[(m, k, n)] = (a, b)
+        sync(device)
+        self.flops = dict.fromkeys(self.operands, 0.0)
+        self.seconds = dict.fromkeys(self.operands, 0.0)
+
+    def run(self, seconds: float) -> None:
+        for (m, k, n), (a, b) in self.operands.items():
+            sync(self.device)
             start, done = time.perf_counter(), 0
-            while time.perf_counter() - start < seconds / 9:
+            while time.perf_counter() - start < seconds / len(self.operands):
                 a @ b
                 done += 1
                 if done % 8 == 0:
-                    sync(device)
-            sync(device)
-            best = max(best, 2 * m * k * n * done / (time.perf_counter() - start))
-    return best
+                    sync(self.device)
+            sync(self.device)
+            self.flops[(m, k, n)] += 2 * m * k * n * done
+            self.seconds[(m, k, n)] += time.perf_counter() - start
+
+    def best_rate(self) -> float:
+        """FLOP/s of the fastest shape, over all its runs."""
+        return max(self.flops[s] / self.seconds[s] for s in self.flops if self.seconds[s] > 0)
+
+
+def matmul_flops(device: str, dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """Best dense matmul FLOP/s over the model's own GEMM shapes, `seconds` in all.
+
+    3 s, not 1: on a shared 2-core machine a 1 s measurement caught a slow moment (193 GFLOP/s against
+    220-270 in longer ones) and inflated every MFU by a quarter.
+    """
+    probe = MatmulProbe(device, dtype)
+    probe.run(seconds)
+    return probe.best_rate()
 
 
 def sync(device: str) -> None:
@@ -163,6 +194,14 @@ class ThisPredictor:
             texts=texts, task=TASK, input_type="document", normalize=True, truncate=True,
             documents=None, top_k=None, encoding_format="float"))
         return out
+
+    def set_idle_trim(self, seconds: float) -> None:
+        """After how long idle the batcher hands freed memory back (e5.batcher.IDLE_TRIM_S by default)."""
+
+        async def set_it():
+            self.predictor.batcher().idle_trim_s = seconds
+
+        self.loop.run_until_complete(set_it())
 
     def close(self):
         for task in asyncio.all_tasks(self.loop):
@@ -322,6 +361,40 @@ def paired_mfu(contender, texts: list[str], useful: float, device: str, dtype: t
     return {"rounds": out, "median_mfu": statistics.median(r["mfu"] for r in out)}
 
 
+def interleaved_mfu(embed, embedder, texts: list[str], counter: FlopCounter, device: str, dtype: torch.dtype,
+                    rounds: int, probe: MatmulProbe | None = None) -> dict:
+    """The workload one micro-batch at a time, each followed by matmuls for as long as it took: MFU without drift.
+
+    A paired round holds a pass of ~25 s against 3 s probes before and after it, and this machine's speed
+    moves within those 25 s (in one run a 23.0 s pass sat between readings of 274 and 248 GFLOP/s, the
+    next pass took 27.4 s between 248 and 306). Here the requests are the micro-batches of our own plan for
+    the whole workload, sent one by one through `embed`, and after each the probe runs the model's GEMM
+    shapes for as long as that request took. Forwards and matmuls then sample the same moments in equal
+    measure, so drift slower than a forward (seconds here) cancels. The rate of record is still the
+    fastest shape's, as in `matmul_flops`, but averaged over the round instead of its best 0.3 s.
+    """
+    config = embedder.model.config
+    counts = embedder.tokenize(texts).token_counts
+    plan = embedder.plan(counts)
+    requests = [([texts[i] for i in batch], useful_flops(config, [counts[i] for i in batch])) for batch in plan]
+    probe = probe or MatmulProbe(device, dtype)
+    out = []
+    for _ in range(rounds):
+        probe.flops = dict.fromkeys(probe.flops, 0.0)
+        probe.seconds = dict.fromkeys(probe.seconds, 0.0)
+        counter.reset()
+        seconds = useful = 0.0
+        for request, flops in requests:
+            took = timed(device, lambda: embed(request))
+            seconds += took
+            useful += flops
+            probe.run(max(took, MIN_PROBE_S))
+        rate = probe.best_rate()
+        out.append({"seconds": seconds, "matmul_rate": rate, "mfu": useful / seconds / rate,
+                    "requests": len(requests), "forwards": counter.forwards})
+    return {"rounds": out, "median_mfu": statistics.median(r["mfu"] for r in out)}
+
+
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
 ATTENTION_PREFIX = "aten::_scaled_dot_product"
 
@@ -405,6 +478,9 @@ def main(argv=None) -> int:
                         "the rest, and the GEMMs' FLOP/s against the machine's speed then (CPU)")
     parser.add_argument("--paired-rounds", type=int, default=3,
                         help="our mixed run again this many times, each between two matmul measurements (0: skip)")
+    parser.add_argument("--interleaved-rounds", type=int, default=3,
+                        help="our mixed run again this many times, one micro-batch per request, each followed by matmuls "
+                        "for as long as it took (0: skip)")
     parser.add_argument("--st-batches", default="8,16,32", help="sentence-transformers batch sizes to try")
     args = parser.parse_args(argv)
 
@@ -463,6 +539,17 @@ def main(argv=None) -> int:
                     f"{r['mfu']:.3f} ({r['matmul_before'] / 1e9:.0f}/{r['matmul_after'] / 1e9:.0f} GFLOP/s around {r['seconds']:.1f}s, "
                     f"{r['page_faults']:,} page faults)"
                     for r in pm["rounds"]) + f"; median {pm['median_mfu']:.3f}", flush=True)
+            if contender is ours and name == "mixed" and args.interleaved_rounds:
+                # The gaps between these requests are the probe's, not idle time: as within one request of
+                # the whole workload, the batcher keeps its freed memory through them.
+                ours.set_idle_trim(math.inf)
+                results["interleaved_mixed"] = im = interleaved_mfu(
+                    ours.embed, ours.predictor.embedder, texts, counter, device, dtype, args.interleaved_rounds)
+                ours.set_idle_trim(IDLE_TRIM_S)
+                print("  mixed  interleaved MFU by round: " + ", ".join(
+                    f"{r['mfu']:.3f} ({r['seconds']:.1f}s in {r['requests']} requests, {r['forwards']} forwards; "
+                    f"matmul {r['matmul_rate'] / 1e9:.0f} GFLOP/s meanwhile)" for r in im["rounds"])
+                    + f"; median {im['median_mfu']:.3f}", flush=True)
             if contender is ours and name == "mixed" and args.breakdown:
                 if device == "cpu":
                     # Between two matmul measurements, like a paired round: the GEMMs' efficiency against the
@@ -497,6 +584,7 @@ def main(argv=None) -> int:
     seen = [matmul_flops(device, dtype), *results["matmul_flops_before"].values()]
     for r in results.get("paired_mixed", {}).get("rounds", []):
         seen += [r["matmul_before"], r["matmul_after"]]
+    seen += [r["matmul_rate"] for r in results.get("interleaved_mixed", {}).get("rounds", [])]
     if "breakdown_mixed" in results:
         seen += [results["breakdown_mixed"]["gemm_flops"], *results["breakdown_mixed"]["matmul_around"]]
     end_peak = max(seen)
@@ -542,6 +630,10 @@ def summarize(results: dict, ours: str) -> None:
         print(f"  mixed: paired MFU (each round against the matmul rate measured around it) median "
               f"{results['paired_mixed']['median_mfu']:.3f}, rounds "
               + ", ".join(f"{r['mfu']:.3f}" for r in results["paired_mixed"]["rounds"]))
+    if "interleaved_mixed" in results:
+        print(f"  mixed: interleaved MFU (one micro-batch per request, each followed by matmuls for as long) median "
+              f"{results['interleaved_mixed']['median_mfu']:.3f}, rounds "
+              + ", ".join(f"{r['mfu']:.3f}" for r in results["interleaved_mixed"]["rounds"]))
     if "breakdown_mixed" in results:
         b = results["breakdown_mixed"]
         print(f"  mixed: GEMMs take {b['gemm_share']:.1%} of the forward time and run at {b['gemm_flops'] / results['matmul_peak_flops']:.3f} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import benchmark
 import bulk_run
@@ -57,6 +58,61 @@ def test_paired_mfu_holds_each_round_against_the_better_measurement_around_it(mo
         assert r["mfu"] == pytest.approx(1e6 / r["seconds"] / best)
     assert p["median_mfu"] == sorted(r["mfu"] for r in rounds)[1]
     assert all(isinstance(r["page_faults"], int) and r["page_faults"] >= 0 for r in rounds)
+
+
+def test_matmul_probe_adds_up_each_shapes_flops_and_seconds_over_its_runs():
+    shapes = ((64, 32, 16), (32, 32, 32))
+    probe = benchmark.MatmulProbe("cpu", torch.float32, shapes)
+    probe.run(0.02)
+    probe.run(0.02)
+    for m, k, n in shapes:
+        assert probe.flops[(m, k, n)] > 0 and probe.flops[(m, k, n)] % (2 * m * k * n) == 0  # whole matmuls only
+        assert probe.seconds[(m, k, n)] >= 0.02  # its share (half) of each run, twice
+    assert probe.best_rate() == max(probe.flops[s] / probe.seconds[s] for s in shapes)
+
+
+def test_interleaved_mfu_sends_each_planned_micro_batch_then_probes_for_as_long(predictor, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    embedder = predictor.embedder
+    config = embedder.model.config
+    texts = benchmark.mixed_corpus(40)
+    sent = []
+
+    def embed(request):
+        sent.append(request)
+        embedder.embed_texts(request)
+        clock[0] += 0.01 * len(request)
+
+    class Probe:
+        runs = []
+        flops = {"shape": 0.0}
+        seconds = {"shape": 0.0}
+
+        def run(self, seconds):
+            self.runs.append(seconds)
+
+        def best_rate(self):
+            return 1e9
+
+    counter = benchmark.FlopCounter(embedder.model, config)
+    try:
+        result = benchmark.interleaved_mfu(embed, embedder, texts, counter, "cpu", None, rounds=2, probe=Probe())
+    finally:
+        counter._handle.remove()
+    plan = embedder.plan(embedder.tokenize(texts).token_counts)
+    assert len(plan) > 1
+    # each round sends our own plan's micro-batches, in order, each text once
+    assert sent == [[texts[i] for i in batch] for batch in plan] * 2
+    # after each request the probe runs as long as the request took (at least MIN_PROBE_S)
+    assert Probe.runs == pytest.approx([max(0.01 * len(batch), benchmark.MIN_PROBE_S) for batch in plan] * 2)
+    useful = benchmark.useful_flops(config, embedder.tokenize(texts).token_counts)
+    for r in result["rounds"]:
+        assert r["seconds"] == pytest.approx(0.01 * len(texts))
+        assert r["mfu"] == pytest.approx(useful / r["seconds"] / 1e9)
+        # sent alone, a planned micro-batch is planned as one forward again
+        assert r["requests"] == r["forwards"] == len(plan)
+    assert result["median_mfu"] == pytest.approx(result["rounds"][0]["mfu"])
 
 
 def test_fixed_cost_fit_recovers_a_known_line():
