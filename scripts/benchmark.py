@@ -12,8 +12,8 @@ input), achieved model FLOP/s against this machine's dense matmul FLOP/s measure
 each contender and at the end, since a shared machine drifts; the best of them is the peak) and, paired,
 our mixed run repeated between matmul measurements (MFU against the machine's speed at that time) and,
 interleaved, one micro-batch at a time with matmuls after each for as long as it took (MFU against the
-machine's speed in the same moments), setup time, peak memory, the cost of the output path, and single-query latency against a bare forward pass (each
-timed apart, and paired query by query).
+machine's speed in the same moments), setup time, peak memory, the cost of the output path, and
+single-query latency against a bare forward pass (each timed apart, and paired query by query).
 Writes results.json and chart.png under --out.
 """
 
@@ -92,6 +92,9 @@ class MatmulProbe:
                 a @ b
             self.operands[(m, k, n)] = (a, b)
         sync(device)
+        self.reset()
+
+    def reset(self) -> None:
         self.flops = dict.fromkeys(self.operands, 0.0)
         self.seconds = dict.fromkeys(self.operands, 0.0)
 
@@ -380,8 +383,7 @@ def interleaved_mfu(embed, embedder, texts: list[str], counter: FlopCounter, dev
     probe = probe or MatmulProbe(device, dtype)
     out = []
     for _ in range(rounds):
-        probe.flops = dict.fromkeys(probe.flops, 0.0)
-        probe.seconds = dict.fromkeys(probe.seconds, 0.0)
+        probe.reset()
         counter.reset()
         seconds = useful = 0.0
         for request, flops in requests:

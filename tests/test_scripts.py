@@ -69,6 +69,8 @@ def test_matmul_probe_adds_up_each_shapes_flops_and_seconds_over_its_runs():
         assert probe.flops[(m, k, n)] > 0 and probe.flops[(m, k, n)] % (2 * m * k * n) == 0  # whole matmuls only
         assert probe.seconds[(m, k, n)] >= 0.02  # its share (half) of each run, twice
     assert probe.best_rate() == max(probe.flops[s] / probe.seconds[s] for s in shapes)
+    probe.reset()
+    assert set(probe.flops.values()) == set(probe.seconds.values()) == {0.0}
 
 
 def test_interleaved_mfu_sends_each_planned_micro_batch_then_probes_for_as_long(predictor, monkeypatch):
@@ -85,9 +87,11 @@ def test_interleaved_mfu_sends_each_planned_micro_batch_then_probes_for_as_long(
         clock[0] += 0.01 * len(request)
 
     class Probe:
-        runs = []
-        flops = {"shape": 0.0}
-        seconds = {"shape": 0.0}
+        def __init__(self):
+            self.runs, self.resets = [], 0
+
+        def reset(self):
+            self.resets += 1
 
         def run(self, seconds):
             self.runs.append(seconds)
@@ -97,7 +101,8 @@ def test_interleaved_mfu_sends_each_planned_micro_batch_then_probes_for_as_long(
 
     counter = benchmark.FlopCounter(embedder.model, config)
     try:
-        result = benchmark.interleaved_mfu(embed, embedder, texts, counter, "cpu", None, rounds=2, probe=Probe())
+        probe = Probe()
+        result = benchmark.interleaved_mfu(embed, embedder, texts, counter, "cpu", None, rounds=2, probe=probe)
     finally:
         counter._handle.remove()
     plan = embedder.plan(embedder.tokenize(texts).token_counts)
@@ -105,7 +110,8 @@ def test_interleaved_mfu_sends_each_planned_micro_batch_then_probes_for_as_long(
     # each round sends our own plan's micro-batches, in order, each text once
     assert sent == [[texts[i] for i in batch] for batch in plan] * 2
     # after each request the probe runs as long as the request took (at least MIN_PROBE_S)
-    assert Probe.runs == pytest.approx([max(0.01 * len(batch), benchmark.MIN_PROBE_S) for batch in plan] * 2)
+    assert probe.runs == pytest.approx([max(0.01 * len(batch), benchmark.MIN_PROBE_S) for batch in plan] * 2)
+    assert probe.resets == 2  # each round's rate is its own
     useful = benchmark.useful_flops(config, embedder.tokenize(texts).token_counts)
     for r in result["rounds"]:
         assert r["seconds"] == pytest.approx(0.01 * len(texts))
