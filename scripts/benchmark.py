@@ -376,20 +376,18 @@ def interleaved_mfu(embed, embedder, texts: list[str], counter: FlopCounter, dev
     measure, so drift slower than a forward (seconds here) cancels. The rate of record is still the
     fastest shape's, as in `matmul_flops`, but averaged over the round instead of its best 0.3 s.
     """
-    config = embedder.model.config
     counts = embedder.tokenize(texts).token_counts
-    plan = embedder.plan(counts)
-    requests = [([texts[i] for i in batch], useful_flops(config, [counts[i] for i in batch])) for batch in plan]
+    requests = [[texts[i] for i in batch] for batch in embedder.plan(counts)]
+    useful = useful_flops(embedder.model.config, counts)  # every round sends every text once
     probe = probe or MatmulProbe(device, dtype)
     out = []
     for _ in range(rounds):
         probe.reset()
         counter.reset()
-        seconds = useful = 0.0
-        for request, flops in requests:
+        seconds = 0.0
+        for request in requests:
             took = timed(device, lambda: embed(request))
             seconds += took
-            useful += flops
             probe.run(max(took, MIN_PROBE_S))
         rate = probe.best_rate()
         out.append({"seconds": seconds, "matmul_rate": rate, "mfu": useful / seconds / rate,
