@@ -1,4 +1,8 @@
-"""multilingual-e5-large-instruct embeddings: the engine behind the Cog predictor (no Cog imports here)."""
+"""multilingual-e5-large-instruct embeddings: the engine behind the Cog predictor (no Cog imports here).
+
+Read in the order a request flows: validation.py -> instructions.py -> engine.py (tokenize, plan, forward)
+-> batcher.py (requests share forwards) -> encodings.py / ranking.py; service.py strings them together.
+"""
 
 from .engine import Embedder, Encoded
 from .errors import E5Error, EngineError, InputError, WeightsError

@@ -19,7 +19,6 @@ from .errors import InputError
 from .validation import validate_text
 
 INPUT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")
-OUTPUT_FORMATS = ("npy", "jsonl")
 
 
 def _records(path: Path) -> Iterator[tuple[str, object]]:

@@ -1,20 +1,24 @@
 """Checks on everything a request carries, before any tokenization or model work.
 
-The Cog server validates nothing unless `cog build` wrote a schema, and direct calls never do, so these
-functions are the only gate. They are pure: each returns the clean value or raises `InputError` naming the
-input, the index, the limit and the value given.
+In the built image, Cog's server checks types, choices and bounds against the OpenAPI schema first (a 422);
+what a schema cannot say (blank texts, limits, combinations of inputs) is checked here, and direct calls and
+batch jobs have only this gate. Pure functions: each returns the clean value or raises `InputError` naming
+the input, the index, the limit and the value given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import InputError
-from .instructions import INPUT_TYPES, PRESETS
+from .instructions import INPUT_TYPES, PRESETS, resolve_task
 from .settings import env_number
 
 ENCODING_FORMATS = ("float", "base64", "int8", "binary")
+OUTPUT_FILE_FORMATS = ("npy", "jsonl")
 
 
 @dataclass(frozen=True)
@@ -63,15 +67,8 @@ def validate_texts(value: object, limits: Limits, name: str = "texts") -> list[s
             f"(split the request, use `texts_file`, or raise E5_MAX_TEXTS)",
             "too_many_texts",
         )
-    total = 0
     for i, text in enumerate(value):
         validate_text(text, f"`{name}[{i}]`", limits.max_chars_per_text)
-        total += len(text)
-    if total > limits.max_chars_per_request:
-        raise InputError(
-            f"`{name}` has {total} characters in all; the limit is {limits.max_chars_per_request} per request",
-            "request_too_large",
-        )
     return list(value)
 
 
@@ -107,10 +104,11 @@ def validate_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def validate_task(value: object, input_type: str, limits: Limits) -> str:
+def validate_task(value: object, limits: Limits) -> str:
+    """The instruction of a query: a preset name or a custom sentence."""
     if not isinstance(value, str):
         raise InputError(f"`task` must be a string, got {_type_name(value)}", "invalid_type")
-    if input_type == "query" and not value.strip():
+    if not value.strip():
         raise InputError(
             "`task` is empty; queries need a one-sentence instruction or a preset name "
             f"({', '.join(sorted(PRESETS))})",
@@ -140,3 +138,95 @@ def validate_top_k(value: object) -> int | None:
 
 def validate_input_type(value: object) -> str:
     return validate_choice(value, "input_type", INPUT_TYPES)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How every text of a request is embedded and written, with or without a file."""
+
+    task: str = PRESETS["web_search"].instruction
+    input_type: str = "query"
+    normalize: bool = True
+    truncate: bool = True
+    encoding_format: str = "float"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request's inputs, named as the predictor declares them."""
+
+    texts: object = None
+    documents: object = None
+    top_k: object = None
+    texts_file: object = None
+    output_file_format: object = "npy"
+    options: Options = Options()
+
+
+def validate_options(options: Options, limits: Limits) -> Options:
+    """The options every request has. The task is checked only where it is used: on queries."""
+    input_type = validate_input_type(options.input_type)
+    task = validate_task(options.task, limits) if input_type == "query" else options.task
+    return Options(
+        task=task,
+        input_type=input_type,
+        normalize=validate_bool(options.normalize, "normalize"),
+        truncate=validate_bool(options.truncate, "truncate"),
+        encoding_format=validate_choice(options.encoding_format, "encoding_format", ENCODING_FORMATS),
+    )
+
+
+def validate_request(request: Request, limits: Limits) -> Request:
+    """A request of `texts` (and maybe `documents` to rank), clean, or the first thing wrong with it."""
+    if request.texts_file is not None:
+        raise ValueError("a `texts_file` request goes through validate_file_request")
+    if request.texts is None:
+        raise InputError("`texts` is required: a list of strings to embed", "missing_texts")
+    texts = validate_texts(request.texts, limits, "texts")
+    options = validate_options(request.options, limits)
+    documents = None
+    if request.documents is not None:
+        documents = validate_texts(request.documents, limits, "documents")
+        if len(texts) + len(documents) > limits.max_texts:
+            raise InputError(
+                f"`texts` and `documents` have {len(texts) + len(documents)} texts together; "
+                f"the limit is {limits.max_texts} per request",
+                "too_many_texts",
+            )
+    check_request_chars(texts, documents, options, limits)
+    top_k = validate_top_k(request.top_k)
+    if top_k is not None and documents is None:
+        raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
+    return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options)
+
+
+def validate_file_request(request: Request, limits: Limits) -> Request:
+    """A bulk request: the file itself is read and checked record by record (files.py)."""
+    if request.texts is not None or request.documents is not None:
+        raise InputError(
+            "give `texts` or `texts_file`, not both (and `documents` only with `texts`)", "conflicting_inputs"
+        )
+    if request.top_k is not None:
+        raise InputError("`top_k` ranks `documents`, which a `texts_file` request cannot have", "conflicting_inputs")
+    options = validate_options(request.options, limits)
+    if options.encoding_format != "float":
+        raise InputError(
+            f"`encoding_format` {options.encoding_format!r} shapes JSON output; `texts_file` results are float32 "
+            "files: leave it at float",
+            "conflicting_inputs",
+        )
+    output_file_format = validate_choice(request.output_file_format, "output_file_format", OUTPUT_FILE_FORMATS)
+    return dataclasses.replace(request, texts_file=Path(request.texts_file), output_file_format=output_file_format,
+                               options=options)
+
+
+def check_request_chars(texts: list[str], documents: list[str] | None, options: Options, limits: Limits) -> None:
+    """The characters one request makes the tokenizer read: texts, documents, and the task on every query."""
+    task_chars = len(resolve_task(options.task)) if options.input_type == "query" else 0
+    total = sum(len(t) + task_chars for t in texts) + sum(len(d) for d in documents or ())
+    if total > limits.max_chars_per_request:
+        raise InputError(
+            f"the request has {total} characters in all (`texts`, `documents` and the task on each query); "
+            f"the limit is {limits.max_chars_per_request} per request (E5_MAX_REQUEST_CHARS)",
+            "request_too_large",
+        )

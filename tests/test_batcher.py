@@ -24,7 +24,7 @@ def gather(predictor, loop, requests):
 
 def test_concurrent_requests_share_forwards_and_get_their_own_vectors(predictor, loop, embed):
     alone = [np.array(embed(texts=[t]).embeddings[0]) for t in TEXTS]
-    stats = predictor._batcher.stats
+    stats = predictor.service._batcher.stats
     forwards_before, merged_before = stats.forwards, stats.merged_forwards
     results = gather(predictor, loop, [dict(texts=[t]) for t in TEXTS])
     for t, out, want in zip(TEXTS, results, alone):
@@ -85,12 +85,12 @@ def test_a_new_event_loop_gets_a_working_batcher(predictor, embed):
 
 def test_healthcheck_reports_a_dead_batcher(predictor, loop, embed):
     embed(texts=TEXTS[:1])
-    batcher = predictor._batcher
+    batcher = predictor.service._batcher
     assert batcher.loop is loop and predictor.healthcheck()
     batcher._task.cancel()
     loop.run_until_complete(asyncio.sleep(0))
     assert not predictor.healthcheck()
-    predictor._batcher = None  # the next predict() builds a fresh one
+    predictor.service._batcher = None  # the next predict() builds a fresh one
     assert predictor.healthcheck()
 
 

@@ -61,9 +61,8 @@ def test_queries_in_a_file_carry_the_instruction(embed, tmp_path):
 
 
 def test_many_texts_stream_in_chunks(embed, tmp_path, monkeypatch):
-    import predict
 
-    monkeypatch.setattr(predict, "FILE_CHUNK_TEXTS", 256)  # several chunks on a small file
+    monkeypatch.setattr("e5.service.FILE_CHUNK_TEXTS", 256)  # several chunks on a small file
     texts = [f"query {i} protein" for i in range(1000)]
     out = embed(texts_file=write(tmp_path / "many.txt", texts), input_type="document")
     vectors = np.load(out.embeddings_file, mmap_mode="r")
@@ -111,9 +110,8 @@ def test_file_and_texts_together_are_refused(embed, tmp_path):
 
 
 def test_a_long_text_in_a_file_names_its_index_when_truncate_is_off(embed, tmp_path, monkeypatch):
-    import predict
 
-    monkeypatch.setattr(predict, "FILE_CHUNK_TEXTS", 4)
+    monkeypatch.setattr("e5.service.FILE_CHUNK_TEXTS", 4)
     texts = TEXTS[:6] + ["the protein female eat " * 300]
     with pytest.raises(InputError, match=r"`texts_file\[6\]` has \d+ tokens; the limit is 512"):
         embed(texts_file=write(tmp_path / "long.txt", texts), input_type="document", truncate=False)

@@ -134,7 +134,7 @@ def test_bad_input_is_a_clear_error(embed, kwargs, fragment):
 def test_too_many_texts_names_the_configurable_limit(embed, predictor, monkeypatch):
     from e5.validation import Limits
 
-    monkeypatch.setattr(predictor, "limits", Limits(max_texts=3))
+    monkeypatch.setattr(predictor.service, "limits", Limits(max_texts=3))
     with pytest.raises(InputError, match=r"`texts` has 4 texts; the limit is 3 per request .*E5_MAX_TEXTS"):
         embed(texts=["a", "b", "c", "d"])
 

@@ -15,7 +15,7 @@ from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
 from e5.model import DeviceProfile, attention_mask_for, average_pool, device_profile, pack_batch, token_limit
 from e5.ranking import cosine_scores, rank
-from e5.validation import Limits, validate_task, validate_texts
+from e5.validation import Limits, Options, Request, validate_options, validate_request, validate_texts
 
 LIMITS = Limits()
 
@@ -80,8 +80,10 @@ def test_limits_name_the_limit_and_the_value():
         validate_texts(["a", "b", "c"], limits)
     with pytest.raises(InputError, match=r"`texts\[1\]` has 11 characters; the limit is 10"):
         validate_texts(["a", "x" * 11], limits)
-    with pytest.raises(InputError, match=r"`texts` has 18 characters in all; the limit is 15"):
-        validate_texts(["x" * 9, "y" * 9], limits)
+    request = Request(texts=["x" * 9, "y" * 9], options=Options(input_type="document"))
+    with pytest.raises(InputError, match=r"the request has 18 characters in all .*; the limit is 15") as err:
+        validate_request(request, limits)
+    assert err.value.code == "request_too_large"
 
 
 def test_limits_come_from_the_environment():
@@ -111,11 +113,15 @@ def test_env_number_parses_or_names_the_variable():
         env_number({"N": "nan"}, "N", float, minimum=0)
 
 
-def test_empty_task_is_an_error_for_queries_only():
+def test_the_task_is_checked_for_queries_and_not_used_for_documents():
     with pytest.raises(InputError, match="`task` is empty") as err:
-        validate_task("  ", "query", LIMITS)
+        validate_options(Options(task="  "), LIMITS)
     assert err.value.code == "empty_task"
-    assert validate_task("", "document", LIMITS) == ""
+    with pytest.raises(InputError, match="`task` has 2001 characters; the limit is 2000") as err:
+        validate_options(Options(task="x" * 2001), LIMITS)
+    assert err.value.code == "task_too_long"
+    for unused in ("", "x" * 2001):
+        assert validate_options(Options(task=unused, input_type="document"), LIMITS).task == unused
 
 
 # --- batching -------------------------------------------------------------------------------------------

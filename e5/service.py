@@ -1,0 +1,205 @@
+"""One request path for every caller: validate -> format -> tokenize -> queue -> forward -> encode.
+
+The Cog predictor (predict.py) is only declarations around `EmbeddingService.run`; batch jobs call
+`prepare` and `Embedder.embed` the same way on their own thread. Nothing here knows Cog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .batcher import Batcher
+from .encodings import encode_vectors, output_array
+from .engine import Embedder, Encoded
+from .errors import InputError
+from .files import VectorWriter, count_texts, read_chunks
+from .instructions import format_texts
+from .memory import return_freed_memory
+from .model import MODEL_ID
+from .ranking import cosine_scores, rank
+from .validation import Limits, Options, Request, validate_file_request, validate_request
+
+# Above this many characters, tokenization moves off the event loop so other requests keep flowing.
+TOKENIZE_IN_THREAD_CHARS = 50_000
+FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `texts_file`
+SCORE_DECIMALS = 6
+
+
+@dataclass
+class Response:
+    """What a request gets back; the predictor's `Output` has exactly these fields."""
+
+    model: str
+    dimensions: int
+    encoding_format: str
+    embeddings: object  # one entry per text, input order (see encodings.py)
+    token_counts: list[int]
+    truncated: list[bool]
+    usage: dict
+    document_embeddings: object = None
+    document_token_counts: list[int] | None = None
+    document_truncated: list[bool] | None = None
+    scores: object = None  # [query][document] cosine similarity
+    ranking: object = None  # [query] document indices, best first
+    embeddings_file: Path | None = None
+
+    def fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def prepare(embedder: Embedder, texts: list[str], options: Options, name: str = "texts", offset: int = 0) -> Encoded:
+    """Validated texts -> the token ids the model sees: the instruction on queries, cut at the model's limit."""
+    return embedder.tokenize(format_texts(texts, options.input_type, options.task), options.truncate, name, offset)
+
+
+def usage(*encoded: Encoded | None) -> dict:
+    tokens = sum(e.total_tokens for e in encoded if e is not None)
+    return {"prompt_tokens": tokens, "total_tokens": tokens}
+
+
+class EmbeddingService:
+    """The engine behind one container: requests in, responses and metrics out."""
+
+    def __init__(self, embedder: Embedder, limits: Limits, max_wait_s: float):
+        self.embedder = embedder
+        self.limits = limits
+        self.max_wait_s = max_wait_s
+        self._batcher: Batcher | None = None
+
+    def batcher(self) -> Batcher:
+        # The batcher lives on the event loop that runs requests; a new loop (tests) gets a new one.
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher.loop is not loop:
+            if self._batcher is not None:
+                self._batcher.close()
+            self._batcher = Batcher(self.embedder, max_wait_s=self.max_wait_s)
+        return self._batcher
+
+    def healthy(self) -> bool:
+        return self._batcher is None or self._batcher.healthy()
+
+    async def run(self, request: Request) -> tuple[Response, dict]:
+        """One request -> (its response, its metrics: counts and per-phase seconds)."""
+        if request.texts_file is not None:
+            return await self.embed_file(request)
+        return await self.embed(request)
+
+    async def embed(self, request: Request) -> tuple[Response, dict]:
+        batcher = self.batcher()
+        started = time.perf_counter()
+        with batcher.arriving():  # until queued, so the batcher waits briefly for this request
+            request = validate_request(request, self.limits)
+            options = request.options
+            queries = await self._prepare(request.texts, options, "texts")
+            docs = None
+            if request.documents is not None:  # embedded raw, as the model card embeds passages
+                docs = await self._prepare(request.documents, as_documents(options), "documents")
+        tokenized = time.perf_counter()
+
+        sequences = queries.ids + (docs.ids if docs else [])
+        vectors, job = await batcher.embed(sequences, [options.normalize] * len(sequences))
+        embedded = time.perf_counter()
+        n = len(queries.ids)
+        response = Response(
+            model=MODEL_ID,
+            dimensions=int(vectors.shape[1]),
+            encoding_format=options.encoding_format,
+            embeddings=output_array(encode_vectors(vectors[:n], options.encoding_format)),
+            token_counts=queries.token_counts,
+            truncated=queries.truncated,
+            usage=usage(queries, docs),
+        )
+        if docs:
+            scores = cosine_scores(vectors[:n], vectors[n:])
+            response.document_embeddings = output_array(encode_vectors(vectors[n:], options.encoding_format))
+            response.document_token_counts = docs.token_counts
+            response.document_truncated = docs.truncated
+            response.scores = output_array(np.round(scores, SCORE_DECIMALS))
+            response.ranking = output_array(rank(scores, request.top_k))
+        metrics = report(
+            texts=len(sequences),
+            tokens=response.usage["total_tokens"],
+            truncated_texts=sum(queries.truncated) + (sum(docs.truncated) if docs else 0),
+            batch_requests=job.peers,
+            texts_per_forward=job.rows_per_forward,
+            tokenize=tokenized - started,
+            queue_and_forward=embedded - tokenized,
+            forward=job.forward_seconds,
+            encode=time.perf_counter() - embedded,
+        )
+        return response, metrics
+
+    async def embed_file(self, request: Request) -> tuple[Response, dict]:
+        """Bulk: read, embed and write chunk by chunk; one chunk of texts and vectors is alive at a time."""
+        started = time.perf_counter()
+        request = validate_file_request(request, self.limits)
+        options, path = request.options, request.texts_file
+        # A first pass over the file: it rejects a bad record before any embedding work is spent, and the
+        # .npy header needs the row count up front.
+        total = await asyncio.to_thread(count_texts, path, self.limits.max_chars_per_text)
+        if total == 0:
+            raise InputError("`texts_file` holds no texts", "empty_list")
+        if total > self.limits.max_file_texts:
+            raise InputError(
+                f"`texts_file` has {total} texts; the limit is {self.limits.max_file_texts} (E5_MAX_FILE_TEXTS)",
+                "too_many_texts",
+            )
+        out_path = Path(tempfile.mkdtemp(prefix="e5-")) / f"embeddings.{request.output_file_format}"
+        writer = VectorWriter(out_path, request.output_file_format, total, self.embedder.dimensions)
+        counts: list[int] = []
+        truncated: list[bool] = []
+        times = {"tokenize": 0.0, "queue_and_forward": 0.0, "forward": 0.0}
+        chunks = read_chunks(path, FILE_CHUNK_TEXTS, self.limits.max_chars_per_text)
+        try:
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                t0 = time.perf_counter()
+                encoded = await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", len(counts))
+                t1 = time.perf_counter()
+                vectors, job = await self.batcher().embed(encoded.ids, [options.normalize] * len(encoded.ids))
+                times["tokenize"] += t1 - t0
+                times["queue_and_forward"] += time.perf_counter() - t1
+                times["forward"] += job.forward_seconds
+                writer.write(vectors)
+                del vectors  # the chunk is on disk: free it before trimming
+                return_freed_memory()
+                counts += encoded.token_counts
+                truncated += encoded.truncated
+                rate = len(counts) / (time.perf_counter() - started)
+                print(f"e5: {len(counts)}/{total} texts, {rate:.0f} texts/s, ~{(total - len(counts)) / rate:.0f}s left",
+                      flush=True)
+        finally:
+            writer.close()
+        response = Response(
+            model=MODEL_ID, dimensions=self.embedder.dimensions, encoding_format="float", embeddings=[],
+            token_counts=counts, truncated=truncated, usage={"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
+            embeddings_file=out_path,
+        )
+        return response, report(texts=total, tokens=sum(counts), truncated_texts=sum(truncated), encode=0.0, **times)
+
+    async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
+        if sum(len(t) for t in texts) > TOKENIZE_IN_THREAD_CHARS:
+            return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
+        return prepare(self.embedder, texts, options, name)
+
+
+def as_documents(options: Options) -> Options:
+    return dataclasses.replace(options, input_type="document")
+
+
+COUNTS = ("texts", "tokens", "truncated_texts", "batch_requests", "texts_per_forward")
+
+
+def report(**values) -> dict:
+    """Counts as they are and phases as `seconds.<phase>`, for Cog's metrics; and one log line.
+
+    Counts and timings only: users embed private documents, so their text never reaches the logs.
+    """
+    print("e5: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+    return {key if key in COUNTS else f"seconds.{key}": value for key, value in values.items()}
