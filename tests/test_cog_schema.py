@@ -1,0 +1,222 @@
+"""The image builds: predict.py holds nothing Cog's static parser cannot read, and the schema it carries is right.
+
+`cog build` (Cog 0.19 and later) reads predict.py without importing it and writes .cog/openapi_schema.json from
+what it resolves; the image's server checks every request against that file. scripts/cog_schema.py reads
+predict.py by the rules of replicate/cog's pkg/schema/python/ (inputs.go parseInputCall, module_scope.go
+resolveDefaultExpr / resolveStringExpr / resolveChoicesExpr, literals.go parseStringLiteral, annotations.go
+decoratorCogConcurrentMax) and writes the document as pkg/schema/openapi_spec.go buildInputSchema does. These
+tests hold predict.py to those rules, prove each rule fires, tie the committed schema to that reading and to
+the predictor as Cog's runtime sees it, and check cog.yaml against pkg/config (validate.go, env.go).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+import cog_schema
+from e5.instructions import DEFAULT_TASK, INPUT_TYPES, PRESETS
+from e5.validation import ENCODING_FORMATS, OUTPUT_FILE_FORMATS
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = (ROOT / "predict.py").read_text(encoding="utf-8")
+SCHEMA = json.loads((ROOT / ".cog" / "openapi_schema.json").read_text(encoding="utf-8"))
+INPUT = SCHEMA["components"]["schemas"]["Input"]
+
+
+def test_predict_py_holds_nothing_the_static_parser_cannot_read():
+    assert cog_schema.read_predictor(SOURCE).problems == []
+
+
+def test_the_committed_schema_is_what_cog_build_writes_from_predict_py():
+    assert SCHEMA == cog_schema.openapi_document(cog_schema.read_predictor(SOURCE)), (
+        "run `python scripts/cog_schema.py --write` after changing predict.py")
+
+
+def test_concurrency_comes_from_the_decorator_literal():
+    assert cog_schema.read_predictor(SOURCE).concurrency_max == 32
+
+
+# --- each rule fires: a predictor that breaks it is caught, naming the input and the rule ------------------
+
+PREDICTOR = '''
+from typing import Optional
+from cog import BasePredictor, Input, concurrent
+from e5 import DEFAULT_TASK, FORMATS
+NAME = "a plain string"
+CHOICES = ["a", "b"]
+PAIRS = {"a": 1, "b": 2}
+MINIMUM = 1
+
+class Predictor(BasePredictor):
+    DECORATOR
+    async def predict(self, PARAMETER) -> str:
+        return ""
+'''
+
+
+def predictor_source(parameter: str, decorator: str = "@concurrent(max=4)") -> str:
+    return PREDICTOR.replace("PARAMETER", parameter).replace("DECORATOR", decorator)
+
+
+def problems(parameter: str, decorator: str = "@concurrent(max=4)") -> list[str]:
+    return cog_schema.read_predictor(predictor_source(parameter, decorator)).problems
+
+
+@pytest.mark.parametrize(
+    "parameter, fragment",
+    [
+        ('x: str = Input(default=DEFAULT_TASK)', "`default`: `DEFAULT_TASK` is not a module-level name"),
+        ('x: str = Input(default=DEFAULT_TASK)', "default None on a non-Optional input makes it required"),
+        ('x: str = Input(default=None)', "default None on a non-Optional input makes it required"),
+        ('x: str = Input(choices=list(FORMATS))', "choices `list(FORMATS)` cannot be resolved"),
+        ('x: str = Input(choices=sorted(CHOICES))', "cannot be resolved"),
+        ('x: str = Input(description=f"one {NAME}")', "f-strings are not read; it would be dropped"),
+        ('x: str = Input(description="one " "two")', "`description`: implicitly concatenated strings"),
+        ('x: str = Input(description="one\\ntwo")', "`description`: its escapes or line breaks"),
+        ('x: str = Input(description=("one"))', "`description` is parenthesized"),
+        ('x: str = Input(description=u"one")', "the string prefix of `u\"o...` (f-string, bytes, u or R)"),
+        ('x: int = Input(default=1, ge=MINIMUM)', "`ge`: `MINIMUM` is not a number literal"),
+        ('x: str = Input("a")', "positional arguments to Input() are ignored"),
+        ('x: set = Input(default="a")', "input type `set` is not supported"),
+        ('x = Input(default="a")', "no type annotation"),
+    ],
+)
+def test_each_rule_names_the_input_and_what_cog_would_do(parameter, fragment):
+    found = problems(parameter)
+    assert any(p.startswith("input `x`: ") and fragment in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        'x: str = Input(default=NAME, description=NAME, choices=CHOICES)',
+        'x: str = Input(default="a", choices=CHOICES + ["c"])',
+        'x: int = Input(default=1, choices=list(PAIRS.values()), ge=-1, le=2.5)',
+        "x: str = Input(description='single quotes', default=r'raw \\d')",
+        'x: Optional[list[str]] = Input(default=None)',
+    ],
+)
+def test_literals_and_module_level_literal_names_are_read(parameter):
+    assert problems(parameter) == []
+
+
+@pytest.mark.parametrize(
+    "decorator, fragment",
+    [
+        ("@concurrent(max=MAX_CONCURRENCY)", "@concurrent max must be an integer literal"),
+        ("@concurrent(max=0)", "@concurrent max must be at least 1"),
+        ("@concurrent(4)", "@concurrent only supports one literal integer max=... argument"),
+    ],
+)
+def test_the_concurrency_decorator_must_be_an_integer_literal(decorator, fragment):
+    assert any(fragment in p for p in problems('x: str = Input(default="a")', decorator))
+
+
+def test_concurrency_above_one_needs_an_async_predict():
+    source = predictor_source("x: str").replace("async def", "def")
+    assert any("needs an async predict()" in p for p in cog_schema.read_predictor(source).problems)
+
+
+def test_a_module_constant_built_by_code_is_not_in_scope():
+    source = predictor_source("x: str = Input(description=LISTED)").replace("MINIMUM = 1", 'LISTED = ", ".join(CHOICES)')
+    assert any("`LISTED` is not a module-level name" in p for p in cog_schema.read_predictor(source).problems)
+
+
+# --- the schema against the predictor as Cog's runtime reads it -------------------------------------------
+
+
+def runtime_inputs() -> dict:
+    """cog's own reading of predict()'s parameters: types from the annotations, the rest from Input()."""
+    from cog._inspector import _create_input_field, _unwrap
+
+    from predict import Predictor
+
+    fn = _unwrap(Predictor.predict)
+    hints = typing.get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    return {p.name: _create_input_field(i, p.name, hints[p.name], p.default) for i, p in enumerate(params)}
+
+
+def enum_of(prop: dict) -> list | None:
+    refs = [item["$ref"] for item in prop.get("allOf", [])]
+    return SCHEMA["components"]["schemas"][refs[0].rsplit("/", 1)[1]]["enum"] if refs else None
+
+
+@pytest.mark.parametrize("name", list(runtime_inputs()))
+def test_every_input_in_the_schema_is_the_one_the_runtime_reads(name):
+    field = runtime_inputs()[name]
+    prop = INPUT["properties"][name]
+    assert prop["x-order"] == field.order
+    assert prop.get("description") == field.description
+    assert enum_of(prop) == field.choices
+    assert prop.get("minimum") == field.ge and prop.get("maximum") == field.le
+    json_type = field.type.json_type()
+    assert prop.get("type", json_type.get("type")) == json_type["type"]
+    assert prop.get("items") == json_type.get("items")
+    optional = field.type.repetition.name.startswith("OPTIONAL")
+    assert prop.get("nullable", False) == optional
+    assert prop.get("default") == field.default
+    assert (name in INPUT.get("required", [])) == (field.default is None and not optional)
+
+
+def test_the_schema_has_no_input_the_predictor_lacks():
+    assert list(INPUT["properties"]) == list(runtime_inputs())
+    assert "required" not in INPUT  # every input has a default, `texts` included (texts_file can replace it)
+
+
+def test_the_schema_says_what_the_engine_accepts():
+    props = INPUT["properties"]
+    assert enum_of(props["input_type"]) == list(INPUT_TYPES)
+    assert enum_of(props["encoding_format"]) == list(ENCODING_FORMATS)
+    assert enum_of(props["output_file_format"]) == list(OUTPUT_FILE_FORMATS)
+    assert props["task"]["default"] == DEFAULT_TASK
+    listed = re.search(r"a preset name: ([a-z0-9_, ]+) \(", props["task"]["description"]).group(1).split(", ")
+    assert listed == list(PRESETS)
+
+
+def test_the_output_is_an_object_so_the_server_does_not_stream_it():
+    # coglet treats an output whose schema type is "array" as a stream of items.
+    output = SCHEMA["components"]["schemas"]["Output"]
+    assert output["type"] == "object"
+    from predict import Output
+
+    assert list(output["properties"]) == list(typing.get_type_hints(Output))
+
+
+# --- cog.yaml, as pkg/config reads it -----------------------------------------------------------------------
+
+# pkg/config/env.go environmentVariableDenyList: names Cog reserves for itself.
+RESERVED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "R8_*", "REPLICATE_*",
+                "LIBRARY_PATH", "CUDA_*", "NVIDIA_*", "NV_*", "PGET_*", "HF_ENDPOINT", "HF_HUB_ENABLE_HF_TRANSFER",
+                "KUBERNETES_*")
+
+
+def cog_yaml() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "cog.yaml").read_text())
+
+
+def test_cog_yaml_sets_no_reserved_environment_variable():
+    names = [entry.split("=", 1)[0] for entry in cog_yaml().get("environment", [])]
+    assert names
+    for name in names:
+        assert not any(name == r or (r.endswith("*") and name.startswith(r[:-1])) for r in RESERVED_ENV), name
+
+
+def test_cog_yaml_builds_this_predictor_on_a_python_cog_supports():
+    config = cog_yaml()
+    assert config["predict"] == "predict.py:Predictor"
+    major, minor = map(int, config["build"]["python_version"].split("."))
+    assert (major, 11) <= (major, minor) <= (3, 13)  # 3.10 is Cog's floor, 3.11 its floor for concurrency
+    # The decorator is the one place concurrency is declared: a `concurrency.max` in cog.yaml would override it.
+    assert "concurrency" not in config
+    requirements = (ROOT / config["build"]["python_requirements"]).read_text().splitlines()
+    pins = [line.split("#")[0].strip() for line in requirements if line.split("#")[0].strip()]
+    assert pins and all("==" in pin for pin in pins)
