@@ -4,7 +4,9 @@
         server.predict({"texts": ["hello"]})
 
 No Docker and no `cog` CLI needed: `python -m cog.server.http` is the same server `cog build` puts in the
-image. The worker is spawned as `python` from PATH, so the interpreter running this goes first on PATH.
+image, and it runs in the repository root, where .cog/openapi_schema.json sits beside predict.py as in the
+image: so it checks every request against the schema the image carries. The worker is spawned as `python`
+from PATH, so the interpreter running this goes first on PATH.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / ".cog" / "openapi_schema.json"  # the server reads it from its working directory
 
 
 def free_port() -> int:
@@ -39,6 +42,8 @@ class CogServer:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "CogServer":
+        if not SCHEMA.is_file():  # without it the server checks nothing: a server no image runs
+            raise FileNotFoundError(f"{SCHEMA} is missing: run `python scripts/cog_schema.py --write`")
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

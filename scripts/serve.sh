@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the container's job on this machine without Docker: install, fetch the weights, serve.
 #   bash scripts/serve.sh            -> http://127.0.0.1:5000 (HOST and PORT override)
-# The device is CUDA when available, else CPU (E5_DEVICE overrides). Needs Python 3.10-3.13.
+# The device is CUDA when available, else CPU (E5_DEVICE overrides). Needs Python 3.11-3.13.
+# It runs here, beside .cog/openapi_schema.json, so requests are checked against the image's schema (422s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv-serve

@@ -1,14 +1,24 @@
-"""The real Cog server (coglet) on 127.0.0.1 with the generated checkpoint, as a client sees it."""
+"""The real Cog server (coglet) on 127.0.0.1 with the generated checkpoint, as a client of the image sees it.
+
+The server runs in the repository root with .cog/openapi_schema.json beside predict.py, as in every image
+`cog build` makes: it checks each request against that schema before Python sees it.
+"""
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
+import mimetypes
+import re
+import shlex
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cog_server import CogServer
+from cog_server import ROOT, CogServer
 from e5.encodings import decode_base64
 
 
@@ -69,25 +79,55 @@ def test_failure_names_the_input_and_the_server_stays_ready(server):
     assert body["status"] == "succeeded"
 
 
+def test_the_server_carries_the_committed_schema(server):
+    committed = json.loads((ROOT / ".cog" / "openapi_schema.json").read_text())
+    served = server.get("/openapi.json")
+    assert served["components"]["schemas"]["Input"] == committed["components"]["schemas"]["Input"]
+
+
+@pytest.mark.parametrize(
+    "inputs, field, message",
+    [
+        ({"texts": "hello"}, "texts", '"hello" is not of type "array"'),
+        ({"texts": ["ok", 3]}, "texts/1", '3 is not of type "string"'),
+        ({"texts": ["ok", None]}, "texts/1", 'null is not of type "string"'),
+        ({"texts": [["nested"]]}, "texts/0", '["nested"] is not of type "string"'),
+        ({"texts": {"a": "b"}}, "texts", '{"a":"b"} is not of type "array"'),
+        ({"texts": ["ok"], "input_type": "passage"}, "input_type", '"passage" is not one of ["query","document"]'),
+        ({"texts": ["ok"], "encoding_format": "fp16"}, "encoding_format",
+         '"fp16" is not one of ["float","base64","int8","binary"]'),
+        ({"texts": ["ok"], "normalize": "yes"}, "normalize", '"yes" is not of type "boolean"'),
+        ({"texts": ["ok"], "documents": ["d"], "top_k": 0}, "top_k", "0 is less than the minimum of 1"),
+        ({"texts": ["ok"], "documents": ["d"], "top_k": True}, "top_k", 'true is not of type "integer"'),
+        ({"texts": ["ok"], "documents": None}, "documents", 'null is not of type "array"'),
+    ],
+)
+def test_type_choice_and_bound_errors_are_422_before_the_predictor(server, inputs, field, message):
+    status, body = server.predict(inputs)
+    assert status == 422, body
+    assert {"loc": ["body", "input", field], "msg": message, "type": "value_error"} in body["detail"], body
+
+
 @pytest.mark.parametrize(
     "inputs, fragment",
     [
         ({}, "`texts` is required"),
-        ({"texts": [1, 2]}, "`texts[0]` must be a string, got int"),
-        ({"texts": ["ok", None]}, "`texts[1]` must be a string, got null"),
-        ({"texts": [["nested"]]}, "`texts[0]` must be a string, got list"),
-        ({"texts": {"a": "b"}}, "`texts` must be a list of strings, got dict"),
-        ({"texts": ["ok"], "input_type": "passage"}, "`input_type` must be one of query, document"),
+        ({"texts": ["ok", "   "]}, "`texts[1]` is empty or whitespace-only"),
+        ({"texts": []}, "`texts` is empty"),
+        ({"texts": ["ok"], "top_k": 2}, "`top_k` applies to `documents`"),
+        ({"texts": ["ok", "x" * 100_001]}, "`texts[1]` has 100001 characters; the limit is 100000"),
     ],
 )
-def test_non_string_json_gets_a_clear_error(server, inputs, fragment):
+def test_what_the_schema_cannot_say_fails_the_prediction_with_our_message(server, inputs, fragment):
     status, body = server.predict(inputs)
-    assert body["status"] == "failed" and fragment in body["error"], body
+    assert status == 200 and body["status"] == "failed" and fragment in body["error"], body
 
 
-def test_a_bare_string_is_one_text(server):
-    status, body = server.predict({"texts": "hello world"})
-    assert body["status"] == "succeeded" and len(body["output"]["embeddings"]) == 1
+def test_unknown_fields_are_dropped(server):
+    status, body = server.predict({"texts": ["hello world"], "texts_fiel": "oops", "normalise": False})
+    assert status == 200 and body["status"] == "succeeded", body
+    plain = server.predict({"texts": ["hello world"]})[1]
+    assert body["output"]["embeddings"] == plain["output"]["embeddings"]
 
 
 def test_malformed_json_is_a_400(server):
@@ -164,3 +204,67 @@ def test_setup_failure_is_reported_with_the_fix(tmp_path):
         assert s.wait_until() == "SETUP_FAILED"
     log = (tmp_path / "log").read_text(errors="replace")
     assert "does not exist; fill it with `python scripts/download_weights.py`" in log
+
+
+# --- the README's examples, as a user of the image sends them ----------------------------------------------
+
+
+def cli_value(value: str, prop: dict):
+    """`cog predict -i key=value` as Cog's CLI turns it into JSON (pkg/predict/input.go newSingleInput).
+
+    A JSON array string for a list input, else the one value as a one-element list; "@path" is a file; a
+    scalar is coerced to the input's type when it parses as one, else sent as the string typed.
+    """
+    kind = prop.get("type") or ("string" if "allOf" in prop else None)
+    if value.startswith("@"):  # the CLI sends the file as a data URL typed by its extension
+        path = Path(value[1:])
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+    if kind == "array":
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        return parsed if isinstance(parsed, list) else [value]
+    if kind == "boolean" and value in ("true", "false"):
+        return value == "true"
+    if kind in ("integer", "number"):
+        try:
+            return int(value)
+        except ValueError:
+            return float(value) if kind == "number" else value
+    return value
+
+
+def readme_inputs() -> list[dict]:
+    """Every request the README shows: `cog predict -i` lines, curl bodies and `replicate.run(input=...)`."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    props = json.loads((ROOT / ".cog" / "openapi_schema.json").read_text())["components"]["schemas"]["Input"]["properties"]
+    found = []
+    for line in re.findall(r"^cog predict (.+)$", readme, flags=re.M):
+        words = shlex.split(line)
+        pairs = [words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-i"]
+        found.append({key: cli_value(value, props[key]) for key, value in pairs})
+    for body in re.findall(r"-d '(\{.*?\})'", readme, flags=re.S):
+        found.append(json.loads(body)["input"])
+    for literal in re.findall(r"input=(\{.*?\}),?\n\)", readme, flags=re.S):
+        found.append(ast.literal_eval(literal))
+    return found
+
+
+@pytest.fixture
+def readme_files(tmp_path, monkeypatch):
+    """The files the README's commands name, in the folder they run from."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text("Kyoto is in Japan\nthe protein women need\n", encoding="utf-8")
+
+
+def test_the_readme_shows_requests_of_every_kind(readme_files):
+    inputs = readme_inputs()
+    assert len(inputs) >= 5 and all(inputs)
+
+
+def test_every_request_the_readme_shows_succeeds_on_the_image_server(server, readme_files):
+    for inputs in readme_inputs():
+        status, body = server.predict(inputs)
+        assert status == 200 and body["status"] == "succeeded", (inputs, body)
