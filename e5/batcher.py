@@ -1,24 +1,29 @@
-"""Cross-request batching: concurrent requests share micro-batches, and each keeps its own fate.
+"""Cross-request batching: concurrent requests share forwards, none waits long behind another, each keeps its fate.
 
-Requests validate and tokenize on their own, then queue a `Job`. One loop takes every queued job
-(waiting a few milliseconds for requests still tokenizing), plans micro-batches over all their texts with
-the same planner as a single request, and runs each forward on one dedicated thread so the event loop
-never blocks. Vectors scatter back to each job in its own input order; a job that fails, or whose
-request is cancelled, touches no other job.
+Requests validate and tokenize on their own, then queue a `Job`. Each job is planned on its own into pieces of
+about one forward (the planner of batching.py, longest texts first). The loop then runs rounds of at most
+about one forward's worth of tokens: new jobs' first pieces together (concurrent queries share a forward), or
+the next pieces of the jobs under way, least served first; when both wait, rounds alternate. Each round's
+texts are planned together and run on one dedicated thread, so the event loop never waits on the model. A
+query that arrives behind a 4,000-text request therefore waits for the forward under way and at most one more
+piece of it, then runs in a forward of its own size; the large request keeps full forwards, and a stream of
+queries cannot starve it. Vectors come back to the host on that thread, scatter to each job in input order, and
+a job that fails, or whose request is cancelled, touches no other job. If the loop itself dies, every request
+it held fails with an engine error, the failure is logged once, and the loop starts again; only a loop that
+keeps dying makes the batcher unhealthy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .engine import Embedder
 from .errors import E5Error, EngineError
@@ -29,6 +34,8 @@ log = logging.getLogger("e5")
 
 DEFAULT_MAX_WAIT_S = 0.05  # the longest a forward waits for company (E5_BATCH_WAIT_MS overrides it)
 IDLE_TRIM_S = 1.0  # idle this long, the batcher hands freed memory back to the OS
+RESTARTS_ALLOWED = 3  # loop deaths within RESTART_WINDOW_S after which the batcher stops and reports unhealthy
+RESTART_WINDOW_S = 60.0
 
 
 def max_wait_from_env(environ: Mapping[str, str]) -> float:
@@ -37,12 +44,19 @@ def max_wait_from_env(environ: Mapping[str, str]) -> float:
     return DEFAULT_MAX_WAIT_S if ms is None else ms / 1000
 
 
+def engine_error(err: BaseException) -> E5Error:
+    return err if isinstance(err, E5Error) else EngineError(f"{type(err).__name__}: {err}")
+
+
 @dataclass(eq=False)
 class Job:
     sequences: list[list[int]]
     normalize: list[bool]
     future: asyncio.Future
-    out: torch.Tensor | None = None
+    arrival: int = 0  # ties in service go to the earlier job
+    pieces: list[list[int]] | None = None  # this job's rows, planned alone into forward-sized pieces
+    served: int = 0  # tokens of this job handed to forwards so far: the least served go first
+    out: np.ndarray | None = None
     filled: int = 0
     forward_seconds: float = 0.0
     peers: int = 1  # most requests that shared one forward with this one
@@ -56,6 +70,11 @@ class Job:
     def tokens(self) -> int:
         return sum(len(s) for s in self.sequences)
 
+    @property
+    def waiting(self) -> bool:
+        """Still wants forwards: not answered, failed or cancelled, and pieces left (or not yet planned)."""
+        return not self.future.done() and (self.pieces is None or bool(self.pieces))
+
     def fail(self, err: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(err)
@@ -67,6 +86,7 @@ class BatcherStats:
     rows: int = 0
     merged_forwards: int = 0  # forwards that carried texts of more than one request
     failures: int = 0
+    restarts: int = 0  # times the loop died and started again
 
 
 class Batcher:
@@ -74,25 +94,30 @@ class Batcher:
         self,
         embedder: Embedder,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
-        group_token_cap: int | None = None,
+        round_tokens: int | None = None,
         idle_trim_s: float = IDLE_TRIM_S,
     ):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
         self.idle_trim_s = idle_trim_s
-        # One group at most this many real tokens, so a giant request cannot hold newer ones for long.
-        self.group_token_cap = group_token_cap or 4 * embedder.profile.token_budget
+        # A round holds about one forward's worth of real tokens: what a newly queued request waits for.
+        self.round_tokens = round_tokens or embedder.profile.token_budget
         self.stats = BatcherStats()
         self.loop = asyncio.get_running_loop()
-        self._queue: deque[Job] = deque()
+        self._queue: list[Job] = []
+        self._arrivals = itertools.count()
         self._wakeup = asyncio.Event()
         self._arriving = 0  # requests admitted but not yet queued (still validating or tokenizing)
         self._last_forward_s = 0.0
-        self._answered = 0  # requests the last group answered: the callers likely to send again soon
+        self._answered = 0  # requests the last round answered: the callers likely to send again soon
         self._queued_since_answer = 0
         self._worked_since_trim = False
+        self._last_round_new = False  # rounds alternate between new jobs and jobs under way when both wait
+        self._deaths: list[float] = []
+        self._broken: BaseException | None = None
+        self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5-forward")
-        self._task = self.loop.create_task(self._run(), name="e5-batcher")
+        self._start()
 
     # --- the request side ------------------------------------------------------------------------------
 
@@ -101,7 +126,12 @@ class Batcher:
         return _Arrival(self)
 
     async def embed(self, sequences: list[list[int]], normalize: list[bool]) -> tuple[np.ndarray, Job]:
-        job = Job(sequences, normalize, self.loop.create_future())
+        if self._broken is not None:
+            raise EngineError(f"the batcher stopped after repeated failures (last: {type(self._broken).__name__}: "
+                              f"{self._broken}); the container needs a restart", "batcher_failure")
+        if self._task.done():  # cancelled from outside (a closing event loop): start it again for this request
+            self._start()
+        job = Job(sequences, normalize, self.loop.create_future(), arrival=next(self._arrivals))
         self._queue.append(job)
         self._queued_since_answer += 1
         self._wakeup.set()
@@ -109,42 +139,79 @@ class Batcher:
         return await job.future, job
 
     def healthy(self) -> bool:
-        return not self._task.done()
+        return self._broken is None and not self._task.done()
 
     def close(self) -> None:
+        self._closed = True
         self._task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # --- the loop --------------------------------------------------------------------------------------
+    # --- the loop and its restarts ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._task = self.loop.create_task(self._run(), name="e5-batcher")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """The loop never returns: it died. Fail what it held, say why once, and start it again.
+
+        A cancelled loop is a closing event loop, not a failure: nothing to restart.
+        """
+        if self._closed or task.cancelled():
+            return
+        err = task.exception()
+        pending = [job for job in self._queue if not job.future.done()]
+        self._queue.clear()
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_S] + [now]
+        give_up = len(self._deaths) > RESTARTS_ALLOWED
+        log.error("e5: the batcher loop failed (%s: %s); failing %d pending requests and %s", type(err).__name__,
+                  err, len(pending), "stopping: it keeps failing" if give_up else "restarting it",
+                  exc_info=(type(err), err, err.__traceback__))
+        for job in pending:
+            job.fail(EngineError(f"the batcher failed ({type(err).__name__}: {err}); send the request again",
+                                 "batcher_failure"))
+        if give_up:
+            self._broken = err
+            return
+        self.stats.restarts += 1
+        self._start()
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                if self._worked_since_trim and not await self._woken_within(self.idle_trim_s):
-                    # Idle: a good moment to hand freed memory back. Not in the short gaps between a
-                    # closed loop's forwards, where the next forward would only fault the pages in again.
-                    self._worked_since_trim = False
-                    await self.loop.run_in_executor(self._executor, return_freed_memory)
-                    continue
-                await self._wakeup.wait()
+            # The queue holds every job not yet answered, failed or cancelled, also while its last pieces run,
+            # so that a dying loop can fail each of them.
+            self._queue = [job for job in self._queue if not job.future.done()]
+            if not any(job.waiting for job in self._queue):
+                await self._idle()
                 continue
             await self._wait_for_company()
-            group = self._take_group()
+            await self._plan_new_jobs()
+            pieces = self._take_round()
+            jobs = list(dict.fromkeys(job for piece in pieces for job, _ in piece))
             try:
-                await self._process(group)
-            except Exception as err:  # a bug here fails this group's requests, never the loop
-                log.exception("batcher group failed")
-                for job in group:
-                    job.fail(err if isinstance(err, E5Error) else EngineError(f"{type(err).__name__}: {err}"))
-            self._answered = sum(job.future.done() for job in group)
+                await self._process(pieces)
+            except Exception as err:  # a bug here fails this round's requests, never the loop
+                log.exception("batcher round failed")
+                for job in jobs:
+                    job.fail(engine_error(err))
+            self._answered = sum(job.future.done() for job in jobs)
             self._queued_since_answer = 0
+
+    async def _idle(self) -> None:
+        self._wakeup.clear()
+        if self._worked_since_trim and not await self._woken_within(self.idle_trim_s):
+            # Idle: a good moment to hand freed memory back. Not in the short gaps between a closed loop's
+            # forwards, where the next forward would only fault the pages in again.
+            self._worked_since_trim = False
+            await self.loop.run_in_executor(self._executor, return_freed_memory)
+            return
+        await self._wakeup.wait()
 
     async def _woken_within(self, seconds: float) -> bool:
         try:
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except asyncio.TimeoutError:
             return False
         return True
 
@@ -152,7 +219,7 @@ class Batcher:
         """Hold the first queued job briefly so concurrent requests can join its forward.
 
         Two signals that company is coming: requests admitted and still tokenizing (wait for them, up to
-        max_wait_s), and the callers the last group answered (a closed loop of clients sends again within
+        max_wait_s), and the callers the last round answered (a closed loop of clients sends again within
         tens of milliseconds; without this wait they split into cohorts that take turns, each forward
         half as full). That second wait ends as soon as as many new jobs have queued as were answered, and
         lasts at most 5% of the last forward, so a lone caller pays at most 5% latency: tens of
@@ -168,26 +235,63 @@ class Batcher:
                 return
             await asyncio.sleep(0.0005)
 
-    def _take_group(self) -> list[Job]:
-        group: list[Job] = []
-        tokens = 0
-        while self._queue:
-            job = self._queue[0]
-            if job.future.done():  # cancelled while queued: leaves at once
-                self._queue.popleft()
-                continue
-            if group and tokens + job.tokens > self.group_token_cap:
-                break
-            group.append(self._queue.popleft())
-            tokens += job.tokens
-        return group
+    # --- rounds ----------------------------------------------------------------------------------------
 
-    async def _process(self, group: list[Job]) -> None:
-        items = [(job, row) for job in group for row in range(len(job.sequences))]
-        lengths = [len(job.sequences[row]) for job, row in items]
-        # Packing and planning 10,000 short texts takes ~0.1 s: on the forward thread, which would only wait
-        # for the plan anyway, not on the event loop that other requests need meanwhile.
-        plan = await self.loop.run_in_executor(self._executor, self.embedder.plan, lengths)
+    async def _plan_new_jobs(self) -> None:
+        """Each new job's own plan, cut into pieces of about one forward, on the forward thread.
+
+        Packing and planning 10,000 short texts takes ~0.1 s: there, not on the event loop that other requests
+        need meanwhile.
+        """
+        new = [job for job in self._queue if job.pieces is None and not job.future.done()]
+        if new:
+            plans = await self.loop.run_in_executor(
+                self._executor, lambda: [self.embedder.plan([len(s) for s in job.sequences]) for job in new])
+            for job, plan in zip(new, plans):
+                job.pieces = plan
+
+    def _take_round(self) -> list[list[tuple[Job, int]]]:
+        """The pieces of the next round: new jobs' first pieces, or the next pieces of jobs under way.
+
+        New jobs (not yet served) go together, smallest first piece first, and never fill up with pieces of
+        jobs under way: a query that arrives behind a large request gets a forward sized for itself, not a
+        share of a full one. Jobs under way go least served first, so large requests take turns. When both
+        wait, rounds alternate, so a stream of new queries cannot starve a large request either.
+        """
+        waiting = [j for j in self._queue if j.waiting and j.pieces is not None]  # queued while planning: next round
+        new = [j for j in waiting if j.served == 0]
+        under_way = [j for j in waiting if j.served > 0]
+        take_new = bool(new) and (not under_way or not self._last_round_new)
+        self._last_round_new = take_new
+        if take_new:
+            order = sorted(new, key=lambda j: (self._piece_tokens(j), j.arrival))
+        else:
+            order = sorted(under_way, key=lambda j: (j.served, j.arrival))
+        room = self.round_tokens
+        pieces: list[list[tuple[Job, int]]] = []
+        for job in order:
+            while job.pieces:
+                tokens = self._piece_tokens(job)
+                if pieces and tokens > room:
+                    break
+                pieces.append([(job, row) for row in job.pieces.pop(0)])
+                job.served += tokens
+                room -= tokens
+                if take_new:  # a new job's first piece; the rest of it waits with the jobs under way
+                    break
+        return pieces
+
+    @staticmethod
+    def _piece_tokens(job: Job) -> int:
+        return sum(len(job.sequences[row]) for row in job.pieces[0])
+
+    async def _process(self, pieces: list[list[tuple[Job, int]]]) -> None:
+        """One piece is a planned forward already; pieces of several jobs are planned together."""
+        items = [item for piece in pieces for item in piece]
+        plan = [list(range(len(items)))]
+        if len(pieces) > 1:
+            lengths = [len(job.sequences[row]) for job, row in items]
+            plan = await self.loop.run_in_executor(self._executor, self.embedder.plan, lengths)
         for batch in plan:
             live = [items[i] for i in batch if not items[i][0].future.done()]
             if not live:
@@ -199,13 +303,16 @@ class Batcher:
                 continue
             self._scatter(live, vectors, seconds)
 
-    async def _forward(self, items: list[tuple[Job, int]]) -> tuple[torch.Tensor, float]:
+    async def _forward(self, items: list[tuple[Job, int]]) -> tuple[np.ndarray, float]:
         sequences = [job.sequences[row] for job, row in items]
         flags = [job.normalize[row] for job, row in items]
 
-        def run() -> tuple[torch.Tensor, float]:
+        def run() -> tuple[np.ndarray, float]:
+            # Timed on the forward thread until the vectors are on the host: a GPU runs its kernels
+            # asynchronously, so the time to the launch is not the time of the forward, and the copy to the
+            # host is where the thread waits for the device (not the event loop).
             start = time.perf_counter()
-            vectors = self.embedder.forward(sequences, flags)
+            vectors = self.embedder.forward(sequences, flags).cpu().numpy()
             return vectors, time.perf_counter() - start
 
         return await self.loop.run_in_executor(self._executor, run)
@@ -215,7 +322,7 @@ class Batcher:
         jobs = list(dict.fromkeys(job for job, _ in items))
         self.stats.failures += 1
         if len(jobs) == 1:
-            jobs[0].fail(err if isinstance(err, E5Error) else EngineError(f"{type(err).__name__}: {err}"))
+            jobs[0].fail(engine_error(err))
             return
         log.warning("a micro-batch of %d requests failed (%s); retrying each apart", len(jobs), type(err).__name__)
         for job in jobs:
@@ -223,11 +330,11 @@ class Batcher:
             try:
                 vectors, seconds = await self._forward(own)
             except Exception as own_err:
-                job.fail(own_err if isinstance(own_err, E5Error) else EngineError(f"{type(own_err).__name__}: {own_err}"))
+                job.fail(engine_error(own_err))
                 continue
             self._scatter(own, vectors, seconds)
 
-    def _scatter(self, items: list[tuple[Job, int]], vectors: torch.Tensor, seconds: float) -> None:
+    def _scatter(self, items: list[tuple[Job, int]], vectors: np.ndarray, seconds: float) -> None:
         self._last_forward_s = seconds
         self._worked_since_trim = True
         jobs: dict[Job, tuple[list[int], list[int]]] = {}
@@ -243,14 +350,14 @@ class Batcher:
             if job.future.done():  # cancelled mid-forward: its share is discarded
                 continue
             if job.out is None:
-                job.out = torch.empty((len(job.sequences), vectors.shape[1]), dtype=torch.float32, device=vectors.device)
-            job.out[torch.tensor(rows, device=vectors.device)] = vectors[torch.tensor(positions, device=vectors.device)]
+                job.out = np.empty((len(job.sequences), vectors.shape[1]), dtype=np.float32)
+            job.out[rows] = vectors[positions]
             job.filled += len(rows)
             job.forward_seconds += seconds
             job.peers = max(job.peers, len(jobs))
             job.forward_rows.append(len(items))
             if job.filled == len(job.sequences):
-                job.future.set_result(job.out.cpu().numpy())  # the one device-to-host transfer per request
+                job.future.set_result(job.out)
 
 
 class _Arrival:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import numpy as np
 import pytest
 
 from conftest import DEFAULTS
-from e5 import InputError
+from e5 import EngineError, InputError
 
 TEXTS = [f"query number {i} about protein" for i in range(12)]
 
@@ -83,15 +85,232 @@ def test_a_new_event_loop_gets_a_working_batcher(predictor, embed):
     assert np.abs(np.array(out.embeddings) - np.array(want)).max() < 1e-6
 
 
-def test_healthcheck_reports_a_dead_batcher(predictor, loop, embed):
-    embed(texts=TEXTS[:1])
+def fake_embedder(budget: int = 2048, forward_s: float = 0.0, forwards: list | None = None):
+    """The batcher's view of an engine: the real planner, and a forward that says which texts it ran.
+
+    Each vector is (first id, length, 0, 0), so a test sees which text landed in which row of which job.
+    """
+    from types import SimpleNamespace
+
+    import torch
+
+    from e5.batching import plan_batches
+
+    def forward(sequences, flags):
+        time.sleep(forward_s)  # on the forward thread, as a real forward would
+        if forwards is not None:
+            forwards.append([s[0] for s in sequences])
+        return torch.tensor([[s[0], len(s), 0, 0] for s in sequences], dtype=torch.float32)
+
+    return SimpleNamespace(profile=SimpleNamespace(token_budget=budget),
+                           plan=lambda lengths: plan_batches(lengths, budget), forward=forward)
+
+
+def test_a_small_request_behind_a_big_one_waits_for_the_forward_under_way_and_its_own():
+    from e5.batcher import Batcher
+
+    forwards: list[list[int]] = []
+    big = [[1000 + i] + [5] * 9 for i in range(200)]  # 200 texts of 10 tokens: 20 forwards of 100 tokens
+    small = [[7, 5, 2]]
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(budget=100, forward_s=0.02, forwards=forwards), max_wait_s=0.0)
+        try:
+            big_request = asyncio.ensure_future(batcher.embed(big, [True] * len(big)))
+            while len(forwards) < 3:
+                await asyncio.sleep(0.001)
+            arrived_after = len(forwards)
+            small_vectors, _ = await batcher.embed(small, [True])
+            answered_after = len(forwards)
+            big_vectors, _ = await big_request
+            return arrived_after, answered_after, small_vectors, big_vectors
+        finally:
+            batcher.close()
+
+    arrived_after, answered_after, small_vectors, big_vectors = asyncio.run(scenario())
+    # At most the forward under way, then the small request's own.
+    assert answered_after - arrived_after <= 2, (arrived_after, answered_after)
+    assert [7] in forwards[arrived_after:answered_after]
+    # The big request kept full forwards: its 20, plus the small one's.
+    assert len(forwards) == 21 and sorted(map(len, forwards)) == [1] + [10] * 20
+    assert small_vectors.tolist() == [[7, 3, 0, 0]]
+    assert big_vectors[:, 0].tolist() == [1000 + i for i in range(200)]  # each row in its own place
+
+
+def test_two_big_requests_take_turns():
+    from e5.batcher import Batcher
+
+    forwards: list[list[int]] = []
+    first = [[1000 + i] + [5] * 9 for i in range(100)]
+    second = [[2000 + i] + [5] * 9 for i in range(100)]
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(budget=100, forwards=forwards), max_wait_s=0.0)
+        try:
+            await asyncio.gather(batcher.embed(first, [True] * 100), batcher.embed(second, [True] * 100))
+        finally:
+            batcher.close()
+
+    asyncio.run(scenario())
+    owners = [ids[0] // 1000 for ids in forwards]
+    assert sorted(owners) == [1] * 10 + [2] * 10
+    longest_run = max(len(list(run)) for _, run in itertools.groupby(owners))
+    assert longest_run <= 2, owners  # neither waits for the other to finish: they take turns
+
+
+class LaunchedVectors:
+    """What a CUDA forward returns: kernels launched, not finished. Copying to the host waits for the device."""
+
+    def __init__(self, tensor, device_seconds: float):
+        self.tensor, self.device_seconds = tensor, device_seconds
+
+    def cpu(self):
+        time.sleep(self.device_seconds)
+        return self.tensor.cpu()
+
+
+def test_the_forward_is_timed_until_the_device_is_done_and_the_loop_never_waits_for_it():
+    from e5.batcher import Batcher
+
+    embedder = fake_embedder()
+    launch = embedder.forward
+    embedder.forward = lambda sequences, flags: LaunchedVectors(launch(sequences, flags), 0.3)
+
+    async def scenario():
+        batcher = Batcher(embedder, max_wait_s=0.0)
+        gaps, last, done = [], time.perf_counter(), False
+
+        async def ticker():  # the event loop's other work: it must keep running during the device's 0.3 s
+            nonlocal last
+            while not done:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            vectors, job = await batcher.embed([[3, 5, 2], [4, 2]], [True, True])
+        finally:
+            done = True
+            await ticking
+            batcher.close()
+        return vectors, job.forward_seconds, max(gaps)
+
+    vectors, forward_seconds, longest_gap = asyncio.run(scenario())
+    assert isinstance(vectors, np.ndarray) and vectors[:, 0].tolist() == [3, 4]
+    assert forward_seconds >= 0.3
+    assert longest_gap < 0.15
+
+
+def test_a_stream_of_new_queries_does_not_starve_a_large_request():
+    from e5.batcher import Batcher
+
+    forwards: list[list[int]] = []
+    big = [[1000 + i] + [5] * 9 for i in range(50)]  # 5 pieces
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(budget=100, forwards=forwards), max_wait_s=0.0)
+        try:
+            big_request = asyncio.ensure_future(batcher.embed(big, [True] * len(big)))
+            queries = 0
+            while not big_request.done():  # a client that always has the next query ready
+                await batcher.embed([[7, 5, 2]], [True])
+                queries += 1
+            return queries
+        finally:
+            batcher.close()
+
+    queries = asyncio.run(scenario())
+    assert queries <= 6, queries  # the large request got every other round
+
+
+def test_a_cancelled_request_s_texts_are_not_computed(predictor, loop, embed):
+    want = np.array(embed(texts=TEXTS).embeddings)
+    stats = predictor.service._batcher.stats
+    doomed_texts = [f"the protein female eat number {i} " * 8 for i in range(400)]
+
+    async def run():
+        rows_before = stats.rows
+        doomed = asyncio.ensure_future(predictor.predict(**{**DEFAULTS, "texts": doomed_texts, "input_type": "document"}))
+        while stats.rows == rows_before:  # its first forward ran
+            await asyncio.sleep(0.001)
+        doomed.cancel()
+        keeper = await predictor.predict(**{**DEFAULTS, "texts": TEXTS})
+        await asyncio.sleep(0.2)  # anything still queued for the cancelled request would run now
+        return doomed, keeper, stats.rows - rows_before
+
+    doomed, keeper, rows = loop.run_until_complete(run())
+    assert doomed.cancelled()
+    assert rows < len(doomed_texts) // 2, rows  # most of its texts never reached a forward
+    assert np.abs(np.array(keeper.embeddings) - want).max() < 1e-5
+
+
+def test_a_dying_loop_fails_what_it_held_logs_once_and_starts_again(predictor, loop, embed, monkeypatch, caplog):
+    want = np.array(embed(texts=TEXTS[:2]).embeddings)
     batcher = predictor.service._batcher
-    assert batcher.loop is loop and predictor.healthcheck()
-    batcher._task.cancel()
-    loop.run_until_complete(asyncio.sleep(0))
-    assert not predictor.healthcheck()
-    predictor.service._batcher = None  # the next predict() builds a fresh one
-    assert predictor.healthcheck()
+    real_take_round = batcher._take_round
+    calls = []
+
+    def take_round_once_broken():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug outside the round's try")
+        return real_take_round()
+
+    monkeypatch.setattr(batcher, "_take_round", take_round_once_broken)
+    results = gather(predictor, loop, [dict(texts=TEXTS[:2]), dict(texts=TEXTS[2:4])])
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert failed and all(isinstance(r, EngineError) and r.code == "batcher_failure" for r in failed)
+    assert "a bug outside the round's try" in str(failed[0]) and "send the request again" in str(failed[0])
+    assert len([r for r in caplog.records if "the batcher loop failed" in r.getMessage()]) == 1
+    assert batcher.stats.restarts == 1 and predictor.healthcheck()
+    assert np.abs(np.array(embed(texts=TEXTS[:2]).embeddings) - want).max() < 1e-5  # the next request is served
+
+
+def test_a_loop_that_keeps_dying_makes_the_container_unhealthy_and_fails_fast():
+    from e5.batcher import RESTARTS_ALLOWED, Batcher
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(), max_wait_s=0.0)
+
+        def broken():
+            raise RuntimeError("always")
+
+        batcher._take_round = broken
+        try:
+            outcomes = []
+            for _ in range(RESTARTS_ALLOWED + 2):
+                try:
+                    await asyncio.wait_for(batcher.embed([[0, 5, 2]], [True]), 5)
+                except Exception as err:  # a hang would be a TimeoutError here
+                    outcomes.append(err)
+            return outcomes, batcher.healthy(), batcher.stats.restarts
+        finally:
+            batcher.close()
+
+    outcomes, healthy, restarts = asyncio.run(scenario())
+    assert all(isinstance(e, EngineError) for e in outcomes), outcomes
+    assert [("send the request again" in str(e)) for e in outcomes] == [True] * (RESTARTS_ALLOWED + 1) + [False]
+    assert "stopped after repeated failures" in str(outcomes[-1])
+    assert not healthy and restarts == RESTARTS_ALLOWED
+
+
+def test_a_loop_cancelled_from_outside_is_started_again_by_the_next_request():
+    from e5.batcher import Batcher
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(), max_wait_s=0.0)
+        try:
+            batcher._task.cancel()
+            await asyncio.sleep(0.01)
+            unhealthy_while_dead = not batcher.healthy()
+            vectors, _ = await asyncio.wait_for(batcher.embed([[0, 5, 2]], [True]), 5)
+            return unhealthy_while_dead, vectors.shape, batcher.healthy()
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == (True, (1, 4), True)
 
 
 def wait_for_company(monkeypatch, answered: int, back_after_sleeps: int | None, arriving: int = 0) -> float:
