@@ -89,28 +89,32 @@ class Embedder:
     def forward(self, sequences: list[list[int]], normalize: Sequence[bool]) -> torch.Tensor:
         """Vectors for one micro-batch, on the device, float32. Out of memory: split in half and retry."""
         try:
-            rows = pack_rows([len(s) for s in sequences], self.profile.row_tokens)
-            batch = m.pack_batch(sequences, rows, self.pad_id, self.profile.pad_multiple)
-            device = self.profile.device
-            flags = torch.tensor(list(normalize), dtype=torch.bool)
-            self.forward_calls += 1
-            return m.embed_batch(self.model, batch.to(device), flags.to(device))
-        except torch.OutOfMemoryError as err:
+            return self._forward_once(sequences, normalize)
+        except torch.OutOfMemoryError:
             if len(sequences) == 1:
                 raise EngineError(
                     f"out of memory embedding a single text of {len(sequences[0])} tokens on {self.profile.device}",
                     "out_of_memory",
-                ) from err
-            log.warning("out of memory on a batch of %d; splitting", len(sequences))
-            if self.profile.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            half = len(sequences) // 2
-            return torch.cat(
-                [
-                    self.forward(sequences[:half], normalize[:half]),
-                    self.forward(sequences[half:], normalize[half:]),
-                ]
-            )
+                ) from None
+        # Retried here, after the `except` block: inside it, the exception's traceback would keep the failed
+        # attempt's frames, and with them its activations, alive while the halves run.
+        log.warning("out of memory on a batch of %d; splitting", len(sequences))
+        m.release_cached_memory(self.profile.device)
+        half = len(sequences) // 2
+        return torch.cat(
+            [
+                self.forward(sequences[:half], normalize[:half]),
+                self.forward(sequences[half:], normalize[half:]),
+            ]
+        )
+
+    def _forward_once(self, sequences: list[list[int]], normalize: Sequence[bool]) -> torch.Tensor:
+        rows = pack_rows([len(s) for s in sequences], self.profile.row_tokens)
+        batch = m.pack_batch(sequences, rows, self.pad_id, self.profile.pad_multiple)
+        device = self.profile.device
+        flags = torch.tensor(list(normalize), dtype=torch.bool)
+        self.forward_calls += 1
+        return m.embed_batch(self.model, batch.to(device), flags.to(device))
 
     def embed(
         self,

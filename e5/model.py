@@ -174,6 +174,12 @@ def choose_device(environ: dict[str, str] | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def release_cached_memory(device: str) -> None:
+    """After an out-of-memory: hand the CUDA caching allocator's free blocks back, so the halves can use them."""
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
 def device_profile(device: str, free_bytes: int | None = None, environ: dict[str, str] | None = None) -> DeviceProfile:
     """fp16 with a memory-derived token budget on CUDA; fp32 and a fixed budget on CPU.
 

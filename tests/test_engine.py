@@ -6,6 +6,7 @@ import dataclasses
 import random
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,61 @@ def test_out_of_memory_splits_the_batch_and_keeps_results(embedder, monkeypatch)
     got = embedder.embed(ids)
     assert widths == [9, 4, 5, 2, 3]  # 9 fails, halves: 4 runs, 5 fails and splits again
     assert np.abs(got - expected).max() < 1e-5
+
+
+def test_out_of_memory_frees_the_failed_attempt_before_the_halves_run(embedder, monkeypatch):
+    embedder = Embedder(embedder.tokenizer, embedder.model, dataclasses.replace(embedder.profile, row_tokens=0))
+    ids = embedder.tokenize(["text number %d" % i for i in range(9)]).ids
+    real_forward = embedder.model.forward
+    failed = []  # what each failed attempt had allocated when it ran out of memory
+    alive_while_retrying = []
+
+    def forward_that_allocates_then_fails(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        if rows > 2:
+            activation = torch.empty(rows, 4096)  # a layer's output, allocated before the failure
+            failed.append(weakref.ref(activation))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        alive_while_retrying.append(sum(ref() is not None for ref in failed))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(embedder.model, "forward", forward_that_allocates_then_fails)
+    embedder.embed(ids)
+    assert len(failed) >= 3 and alive_while_retrying
+    assert alive_while_retrying == [0] * len(alive_while_retrying)
+
+
+def test_out_of_memory_hands_the_allocators_cache_back_before_retrying(embedder, monkeypatch):
+    from e5 import model as m
+
+    released = []
+    monkeypatch.setattr(m, "release_cached_memory", lambda device: released.append(device))
+    real_forward = embedder.model.forward
+    monkeypatch.setattr(embedder.model, "forward", lambda *a, **kw: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("simulated")) if kw["input_ids"].numel() > 8 else real_forward(*a, **kw))
+    embedder.embed([[0, 5, 6, 2], [0, 7, 8, 2], [0, 9, 2]])
+    assert released and set(released) == {embedder.profile.device}
+
+
+def test_releasing_cached_memory_empties_the_cuda_cache_only_on_cuda(monkeypatch):
+    from e5.model import release_cached_memory
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    release_cached_memory("cpu")
+    assert emptied == []
+    release_cached_memory("cuda:0")
+    assert emptied == [1]
+
+
+def test_asking_for_cuda_where_there_is_none_stops_setup(monkeypatch):
+    from e5 import WeightsError
+    from e5.model import choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(WeightsError, match="E5_DEVICE=cuda but CUDA is not available"):
+        choose_device({"E5_DEVICE": "cuda"})
+    assert choose_device({}) == "cpu" and choose_device({"E5_DEVICE": "cpu"}) == "cpu"
 
 
 def test_out_of_memory_on_packed_rows_splits_their_texts(embedder, monkeypatch):
