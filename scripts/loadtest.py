@@ -4,6 +4,7 @@
     python scripts/loadtest.py concurrency [--levels 1,4,16,64] [--per-level 64] [--repeat 1] [--full-size]
     python scripts/loadtest.py burst [--clients 8] [--rounds 300]
     python scripts/loadtest.py output [--texts 2048]
+    python scripts/loadtest.py fairness [--big-texts 4000] [--big-kind request|file] [--queries 40]
 
 Starts `python -m cog.server.http` on 127.0.0.1 with a generated checkpoint (the 2-layer test model, or
 with --full-size the real architecture with random weights), sends bounded traffic (a request cap and a time
@@ -24,11 +25,15 @@ burst:       --clients requests released at the same instant, --rounds times, wi
              409s the server answers although no slot is short (no retries here).
 output:      one request of --texts short texts per encoding_format: where the time goes between the
              predictor's own work (tokenize, forward, encode) and the server turning the output into JSON.
+fairness:    single queries (one client) while one large request of --big-texts texts, or a texts_file job
+             of them (--big-kind file), runs: their latency against the same queries alone, and the large
+             one's time against it alone. Every query's answer is checked.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -420,9 +425,66 @@ def run_output(args, weights: Path, log_path: Path) -> dict:
     return out
 
 
+def big_inputs(args, rng: random.Random) -> dict:
+    """The large request: --big-texts documents of 1 to 120 words, as JSON texts or as an uploaded .txt file."""
+    texts = [random_text(rng, 120) for _ in range(args.big_texts)]
+    if args.big_kind == "file":  # a bulk job, sent as Cog's CLI sends a file: a data URL
+        data = base64.b64encode(("\n".join(texts) + "\n").encode()).decode()
+        return {"texts_file": f"data:text/plain;base64,{data}", "input_type": "document"}
+    return {"texts": texts, "input_type": "document"}
+
+
+def timed_big_request(server: CogServer, inputs: dict) -> dict:
+    result = send(server, inputs)
+    if result["status"] != 200 or result["body"].get("status") != "succeeded":
+        raise RuntimeError(f"the large request failed: {str(result.get('body') or result.get('error'))[:300]}")
+    return result
+
+
+def run_fairness(args, weights: Path, log_path: Path) -> dict:
+    """Single queries while one large request (or a bulk file job) runs, against the same queries alone.
+
+    Phases, in one server: the queries alone (one client, each sent as soon as the last is answered); the
+    large request alone; then the large request again with the same client sending queries while it runs.
+    Reports the queries' latency in both settings and the large request's time in both.
+    """
+    rng = random.Random(args.seed)
+    big = big_inputs(args, rng)
+    queries = [{"texts": [random_text(rng, 12)], "input_type": "query"} for _ in range(args.queries)]
+    with CogServer(weights, concurrency=args.slots, log_path=log_path) as server:
+        assert server.wait_until() == "READY", "server did not become ready"
+        for q in queries[: args.warmup]:
+            send(server, q)
+        alone = [{**send(server, q), "expect": None} for q in queries]
+        big_alone = timed_big_request(server, big)["seconds"]
+        during: list[dict] = []
+        big_result: dict = {}
+        runner = threading.Thread(target=lambda: big_result.update(timed_big_request(server, big)))
+        runner.start()
+        time.sleep(args.big_head_start)  # the large request is queued and running
+        for q in queries:
+            if not runner.is_alive():
+                break
+            during.append({**send(server, q), "expect": None})
+        runner.join()
+    report = {
+        "big_kind": args.big_kind, "big_texts": args.big_texts,
+        "big_alone_s": big_alone, "big_with_queries_s": big_result["seconds"],
+        "big_slowdown": big_result["seconds"] / big_alone,
+        "queries_alone": {"n": len(alone), **latency_summary(alone)},
+        "queries_during_big": {"n": len(during), **latency_summary(during)},
+        "check": check(alone + during, weights),
+    }
+    a, d = report["queries_alone"], report["queries_during_big"]
+    print(f"queries alone: p50 {a['p50_ms']:.0f} ms, p99 {a['p99_ms']:.0f} ms; during the large {args.big_kind} "
+          f"({d['n']} queries): p50 {d.get('p50_ms', float('nan')):.0f} ms, p99 {d.get('p99_ms', float('nan')):.0f} ms; "
+          f"large {args.big_kind}: {big_alone:.1f} s alone, {big_result['seconds']:.1f} s with the queries", flush=True)
+    return report
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["mixed", "concurrency", "burst", "output"])
+    parser.add_argument("mode", choices=["mixed", "concurrency", "burst", "output", "fairness"])
     parser.add_argument("--texts", type=int, default=2048, help="texts in the output-mode request")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
@@ -436,13 +498,19 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=900, help="seconds per phase before traffic stops")
     parser.add_argument("--full-size", action="store_true", help="24 x 1024 random-weight model (slow on CPU)")
     parser.add_argument("--weights", type=Path, help="use this checkpoint instead of a generated one")
+    parser.add_argument("--big-texts", type=int, default=4000, help="fairness: texts in the large request")
+    parser.add_argument("--big-kind", choices=["request", "file"], default="request",
+                        help="fairness: the large one is a JSON request or a texts_file bulk job")
+    parser.add_argument("--big-head-start", type=float, default=1.0, help="fairness: seconds before the queries")
+    parser.add_argument("--queries", type=int, default=40, help="fairness: single queries per phase")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
 
     weights = args.weights or checkpoint(args.full_size)
     log_path = Path(tempfile.mkdtemp(prefix="e5-loadtest-")) / "server.log"
-    run = {"mixed": run_mixed, "concurrency": run_concurrency, "burst": run_burst, "output": run_output}[args.mode]
+    run = {"mixed": run_mixed, "concurrency": run_concurrency, "burst": run_burst, "output": run_output,
+           "fairness": run_fairness}[args.mode]
     report = run(args, weights, log_path)
     report["server_log"] = str(log_path)
     print(json.dumps(report, indent=2, default=str))
@@ -450,7 +518,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if args.mode == "output":
         return 0
-    verdict = report["check"] if args.mode == "concurrency" else report
+    verdict = report["check"] if args.mode in ("concurrency", "fairness") else report
     bad = verdict["failures"] + verdict["wrong"] + verdict["lost"]
     return 1 if bad else 0
 
