@@ -47,7 +47,7 @@ class TupleArray(np.ndarray):
 
     Cog's output encoder (coglet, Cog 0.23) turns an array into lists with `tolist()`, then visits every
     element of every list looking for files to upload: a few module lookups and isinstance checks per
-    number, 11-14 s for 2,048 x 1,024 floats on the README's 2-core machine. It hands tuples on whole, and
+    number, 11-14 s for 2,048 x 1,024 floats on a 2-core machine (docs/performance.md). It hands tuples on whole, and
     `json.dumps` writes a tuple as the same JSON array as a list, so the response is byte-for-byte the same.
     (Nested Python lists cost more still: `dataclasses.asdict` copies them element by element.)
     """

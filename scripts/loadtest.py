@@ -125,7 +125,7 @@ def send_retrying_busy(server: CogServer, inputs: dict, retries: int = BUSY_RETR
     """`send`, retrying a 409 after a growing pause, as a client of the server should.
 
     Cog's server answers 409 when every slot is busy, but also, now and then, when two requests arrive at
-    the same instant with slots free (see `burst` and the README). The latency covers every attempt;
+    the same instant with slots free (see `burst` and docs/reliability.md). The latency covers every attempt;
     `busy_retries` counts the retries that 409s caused.
     """
     start = time.perf_counter()

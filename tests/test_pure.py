@@ -356,3 +356,13 @@ def test_output_arrays_serialize_to_the_same_json_as_plain_lists():
     assert isinstance(copied, TupleArray) and isinstance(copied.tolist()[0], tuple)
     assert output_array(["c3RyaW5ncw=="]) == ["c3RyaW5ncw=="]  # base64 strings pass as they are
     assert isinstance(copy.deepcopy(output_array(np.ones(2))), TupleArray)
+
+
+@pytest.mark.parametrize("bad", [True, False, 0, -1, 1.5, "2"])
+def test_top_k_must_be_a_whole_number_of_at_least_one(bad):
+    from e5.validation import validate_top_k
+
+    with pytest.raises(InputError, match="`top_k` must be a whole number of at least 1") as err:
+        validate_top_k(bad)
+    assert err.value.code == "invalid_top_k"
+    assert validate_top_k(1) == 1 and validate_top_k(None) is None
