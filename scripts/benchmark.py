@@ -530,14 +530,19 @@ def main(argv=None) -> int:
         real[name + "_useful_flops"] = useful
 
     contenders = [ours, ModelCardCode(weights, device, dtype)]
+    contender_errors = {}
     if not args.no_sentence_transformers:
-        st_sizes = [int(b) for b in args.st_batches.split(",") if b]
-        contenders.append(SentenceTransformersCode(weights, device, dtype, None))
-        contenders += [SentenceTransformersCode(weights, device, dtype, b) for b in st_sizes if b != 32]
+        st_sizes = [None] + [int(b) for b in args.st_batches.split(",") if b and int(b) != 32]
+        for size in st_sizes:
+            try:
+                contenders.append(SentenceTransformersCode(weights, device, dtype, size))
+            except Exception as err:  # another library's install on a lent device must not cost the other figures
+                contender_errors[f"sentence-transformers (batch {size or 'default'})"] = f"{type(err).__name__}: {err}"
+                print(f"  sentence-transformers (batch {size or 'default'}) left out: {type(err).__name__}: {err}", flush=True)
 
     results = {"device": device, "machine": machine, "dtype": str(dtype)[6:], "model": weights_kind,
                "matmul_shapes": MATMUL_SHAPES, "matmul_seconds": MATMUL_SECONDS, "matmul_peak_flops": peak,
-               "workloads": {}, "latency": {}, "setup": {}, "matmul_flops_before": {}}
+               "workloads": {}, "latency": {}, "setup": {}, "matmul_flops_before": {}, "contender_errors": contender_errors}
     for contender in contenders:
         # The machine's speed right before each contender: a shared machine drifts between them, and this
         # shows by how much.
