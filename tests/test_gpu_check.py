@@ -226,3 +226,21 @@ def test_summary_says_what_was_not_measured():
     assert any(line.startswith("  requests/s at C=16 vs C=1: -x") and line.endswith("not measured") for line in lines)
     assert "  bulk          timed out   90.0 s" in lines
     assert "  not measured (the forward_cost part did not finish)" in lines
+
+
+def test_the_load_test_wrapper_sets_the_tolerance_and_records_it(tmp_path, monkeypatch):
+    import loadtest
+
+    report = tmp_path / "load.json"
+    seen = {}
+
+    def fake_main(argv):
+        seen.update(argv=argv, tolerance=loadtest.TOLERANCE)
+        report.write_text(json.dumps({"check": {"wrong": 0}}))
+        return 0
+
+    monkeypatch.setattr(loadtest, "main", fake_main)
+    monkeypatch.setattr(loadtest, "TOLERANCE", loadtest.TOLERANCE)  # restored after the test
+    assert gpu_check.main(["loadtest", "--tolerance", "0.01", "--", "concurrency", "--levels", "1,16", "--json", str(report)]) == 0
+    assert seen == {"argv": ["concurrency", "--levels", "1,16", "--json", str(report)], "tolerance": 0.01}
+    assert json.loads(report.read_text()) == {"check": {"wrong": 0}, "tolerance": 0.01}
