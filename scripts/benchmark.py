@@ -1,7 +1,8 @@
 """Side-by-side throughput and latency: this predictor vs the model card's code vs sentence-transformers.
 
     python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--paired-rounds 3]
-                                [--interleaved-rounds 3] [--breakdown]
+                                [--interleaved-rounds 3] [--breakdown] [--weights DIR] [--matmul-seconds 3]
+                                [--matmul-rows 1024,2048,4096] [--no-sentence-transformers] [--no-chart]
 
 One process, the same strings for every contender, each warmed up first. The model is the real checkpoint
 when weights/ holds it, else the full-size architecture (24 x 1024, vocab 250002, random weights) generated
@@ -71,7 +72,16 @@ def short_queries(n: int, seed: int = 1) -> list[str]:
 # --- the machine's limit --------------------------------------------------------------------------------
 
 
-MATMUL_SHAPES = tuple((m, k, n) for m in (1024, 2048, 4096) for k, n in ((1024, 4096), (4096, 1024), (1024, 3072)))
+def gemm_shapes(rows) -> tuple[tuple[int, int, int], ...]:
+    """(m, k, n) of the model's dense layers for each token count m: 1024 -> 4096 (MLP in, and Q/K/V as one
+    1024 -> 3072), 4096 -> 1024 (MLP out)."""
+    return tuple((m, k, n) for m in rows for k, n in ((1024, 4096), (4096, 1024), (1024, 3072)))
+
+
+# The probe's settings, for the whole run (main sets them from --matmul-rows and --matmul-seconds): a GPU
+# forward carries up to 65,536 tokens, whose GEMMs run faster than 4,096 rows do; a dry run wants small ones.
+MATMUL_SHAPES = gemm_shapes((1024, 2048, 4096))
+MATMUL_SECONDS = 3.0
 MIN_PROBE_S = 0.1  # a GPU forward takes milliseconds: each shape still gets ~11 ms of GEMMs, not a few launches
 
 
@@ -82,10 +92,10 @@ class MatmulProbe:
     machine's mean rate over those moments.
     """
 
-    def __init__(self, device: str, dtype: torch.dtype, shapes=MATMUL_SHAPES):
+    def __init__(self, device: str, dtype: torch.dtype, shapes=None):
         self.device = device
         self.operands = {}
-        for m, k, n in shapes:
+        for m, k, n in shapes or MATMUL_SHAPES:
             a = torch.randn(m, k, device=device, dtype=dtype)
             b = torch.randn(k, n, device=device, dtype=dtype)
             for _ in range(3):
@@ -116,14 +126,14 @@ class MatmulProbe:
         return max(self.flops[s] / self.seconds[s] for s in self.flops if self.seconds[s] > 0)
 
 
-def matmul_flops(device: str, dtype: torch.dtype, seconds: float = 3.0) -> float:
-    """Best dense matmul FLOP/s over the model's own GEMM shapes, `seconds` in all.
+def matmul_flops(device: str, dtype: torch.dtype, seconds: float | None = None) -> float:
+    """Best dense matmul FLOP/s over the model's own GEMM shapes, `seconds` in all (MATMUL_SECONDS by default).
 
     3 s, not 1: on a shared 2-core machine a 1 s measurement caught a slow moment (193 GFLOP/s against
     220-270 in longer ones) and inflated every MFU by a quarter.
     """
     probe = MatmulProbe(device, dtype)
-    probe.run(seconds)
+    probe.run(MATMUL_SECONDS if seconds is None else seconds)
     return probe.best_rate()
 
 
@@ -468,6 +478,7 @@ def pick_weights() -> tuple[Path, str]:
 
 
 def main(argv=None) -> int:
+    global MATMUL_SHAPES, MATMUL_SECONDS  # the probe's settings for this run
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--mixed", type=int, default=128, help="texts in the mixed workload")
@@ -482,11 +493,20 @@ def main(argv=None) -> int:
                         help="our mixed run again this many times, one micro-batch per request, each followed by matmuls "
                         "for as long as it took (0: skip)")
     parser.add_argument("--st-batches", default="8,16,32", help="sentence-transformers batch sizes to try")
+    parser.add_argument("--no-sentence-transformers", action="store_true",
+                        help="leave sentence-transformers out (a machine without requirements-bench.txt)")
+    parser.add_argument("--weights", type=Path, help="this checkpoint instead of weights/ or the full-size architecture")
+    parser.add_argument("--matmul-seconds", type=float, default=MATMUL_SECONDS, help="length of each matmul measurement")
+    parser.add_argument("--matmul-rows", default="1024,2048,4096",
+                        help="token counts (GEMM rows) the matmul measurements try; the fastest shape is the peak")
+    parser.add_argument("--no-chart", action="store_true", help="write no chart.png (no matplotlib needed)")
     args = parser.parse_args(argv)
+    MATMUL_SHAPES = gemm_shapes(int(m) for m in args.matmul_rows.split(","))
+    MATMUL_SECONDS = args.matmul_seconds
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
-    weights, weights_kind = pick_weights()
+    weights, weights_kind = (args.weights, f"the checkpoint in {args.weights}") if args.weights else pick_weights()
     args.out.mkdir(parents=True, exist_ok=True)
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     print(f"device {device} ({machine}), {str(dtype)[6:]}, model: {weights_kind}", flush=True)
@@ -510,12 +530,19 @@ def main(argv=None) -> int:
         real[name + "_useful_flops"] = useful
 
     contenders = [ours, ModelCardCode(weights, device, dtype)]
-    st_sizes = [int(b) for b in args.st_batches.split(",") if b]
-    contenders.append(SentenceTransformersCode(weights, device, dtype, None))
-    contenders += [SentenceTransformersCode(weights, device, dtype, b) for b in st_sizes if b != 32]
+    contender_errors = {}
+    if not args.no_sentence_transformers:
+        st_sizes = [None] + [int(b) for b in args.st_batches.split(",") if b and int(b) != 32]
+        for size in st_sizes:
+            try:
+                contenders.append(SentenceTransformersCode(weights, device, dtype, size))
+            except Exception as err:  # another library's install on a lent device must not cost the other figures
+                contender_errors[f"sentence-transformers (batch {size or 'default'})"] = f"{type(err).__name__}: {err}"
+                print(f"  sentence-transformers (batch {size or 'default'}) left out: {type(err).__name__}: {err}", flush=True)
 
     results = {"device": device, "machine": machine, "dtype": str(dtype)[6:], "model": weights_kind,
-               "matmul_peak_flops": peak, "workloads": {}, "latency": {}, "setup": {}, "matmul_flops_before": {}}
+               "matmul_shapes": MATMUL_SHAPES, "matmul_seconds": MATMUL_SECONDS, "matmul_peak_flops": peak,
+               "workloads": {}, "latency": {}, "setup": {}, "matmul_flops_before": {}, "contender_errors": contender_errors}
     for contender in contenders:
         # The machine's speed right before each contender: a shared machine drifts between them, and this
         # shows by how much.
@@ -601,8 +628,10 @@ def main(argv=None) -> int:
         results["cuda_peak_mb_after_our_setup"] = ours_cuda_peak
     summarize(results, ours.name)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    chart(results, args.out / "chart.png")
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'chart.png'}")
+    print(f"wrote {args.out / 'results.json'}")
+    if not args.no_chart:
+        chart(results, args.out / "chart.png")
+        print(f"wrote {args.out / 'chart.png'}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """What one forward costs beyond its tokens, and whether the planner's cuts pay for themselves.
 
-    python scripts/forward_cost.py [--costs 32,64] [--rounds 6] [--groups 6] [--mixed 128] [--json out.json]
+    python scripts/forward_cost.py [--costs 32,64] [--rounds 6] [--groups 6] [--mixed 128] [--row-tokens 0,128]
+                                   [--weights DIR] [--json out.json]
 
 The planner (`e5/batching.py`) prices a forward as its padded tokens plus a fixed cost per forward counted
 in tokens (`forward_cost`, `e5/model.py`), and cuts a batch in two only where the padding saved exceeds that
@@ -13,6 +14,12 @@ plans:  the plans at each cost in --costs, for two workloads: the benchmark's mi
         short queries (what a closed loop of 16 clients hands the batcher) that the costs plan differently.
         Only the forwards where the plans differ are timed, the costs alternating for --rounds rounds, so a
         drifting machine weighs on both alike. Reports each cost's median seconds and the rounds it won.
+packing (--row-tokens, e.g. 0,128): the mixed corpus and --short queries embedded whole at each row size
+        (`E5_ROW_TOKENS`; 0 is one text per row), alternating for --rounds rounds: seconds, forwards and
+        padding efficiency per row size. Packing saves pad tokens but gives packed rows a block-diagonal
+        mask, which on CUDA moves SDPA off its fastest kernels: this says which wins on the machine.
+On CUDA each shape also reports the peak memory its forward allocated beyond what was held before it, per
+token: what `CUDA_BYTES_PER_TOKEN` in e5/model.py estimates.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import torch  # noqa: E402
+
 from benchmark import mixed_corpus, pick_weights, short_queries, timed  # noqa: E402
+from e5.batching import pack_rows, round_up  # noqa: E402
 from e5.engine import Embedder  # noqa: E402
 # Shapes past one packed row are rows of that width, as the CPU's planner builds them.
 from e5.model import CPU_ROW_TOKENS as ROW  # noqa: E402
@@ -76,10 +86,23 @@ def timed_forwards(embedder, batches: list[list[list[int]]]) -> float:
     return timed(embedder.profile.device, run)
 
 
+def peak_bytes(device: str, run) -> int | None:
+    """CUDA memory `run()` allocated at its peak beyond what was allocated before it; None (and nothing run) off CUDA."""
+    if not device.startswith("cuda"):
+        return None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
 def measure_shapes(embedder, filler: list[int], rounds: int) -> dict:
     def text(n: int) -> list[int]:
         return filler[: n - 1] + [embedder.eos_id]
 
+    device = embedder.profile.device
     shapes = shape_list(embedder.profile.token_budget)
     seconds: dict[tuple[int, int], list[float]] = {s: [] for s in shapes}
     for r in range(rounds):
@@ -87,7 +110,45 @@ def measure_shapes(embedder, filler: list[int], rounds: int) -> dict:
             seconds[(rows, width)].append(timed_forwards(embedder, [[text(width)] * rows]))
     table = [{"rows": rows, "width": width, "tokens": rows * width, "seconds": statistics.median(v),
               "tokens_per_s": rows * width / statistics.median(v)} for (rows, width), v in seconds.items()]
+    for row in table:  # once more, apart from the timings: reading the peak synchronizes the device
+        row["peak_bytes"] = peak_bytes(device, lambda: timed_forwards(embedder, [[text(row["width"])] * row["rows"]]))
+        row["peak_bytes_per_token"] = None if row["peak_bytes"] is None else row["peak_bytes"] / row["tokens"]
     return {"shapes": table, "fit": fit_fixed_cost([t["tokens"] for t in table], [t["seconds"] for t in table])}
+
+
+def compare_packing(embedder, workloads: dict[str, list[list[int]]], row_tokens: list[int], rounds: int) -> dict:
+    """Each workload embedded whole at each row size (0: one text per row), the sizes alternating by round."""
+    base = embedder.profile
+    out: dict[str, dict] = {}
+    for name, sequences in workloads.items():
+        lengths = [len(s) for s in sequences]
+        seconds: dict[int, list[float]] = {r: [] for r in row_tokens}
+        plans = {}
+        try:
+            for r in row_tokens:
+                embedder.profile = dataclasses.replace(base, row_tokens=r)
+                plans[r] = embedder.plan(lengths)
+            for i in range(rounds):
+                for r in row_tokens if i % 2 == 0 else row_tokens[::-1]:
+                    embedder.profile = dataclasses.replace(base, row_tokens=r)
+                    seconds[r].append(timed(base.device, lambda: embedder.embed(sequences)))
+        finally:
+            embedder.profile = base
+        out[name] = {str(r): {"median_seconds": statistics.median(seconds[r]), "seconds": seconds[r],
+                              "tokens_per_s": sum(lengths) / statistics.median(seconds[r]), "forwards": len(plans[r]),
+                              "padding_efficiency": packed_padding_efficiency(lengths, plans[r], r, base.pad_multiple)}
+                     for r in row_tokens}
+    return out
+
+
+def packed_padding_efficiency(lengths: list[int], plan: list[list[int]], row_tokens: int, multiple_of: int) -> float:
+    """Real tokens / tokens computed when each planned batch is packed into rows as the engine packs them."""
+    computed = 0
+    for batch in plan:
+        rows = pack_rows([lengths[i] for i in batch], row_tokens)
+        used = [sum(lengths[batch[j]] for j in row) for row in rows]
+        computed += len(rows) * round_up(max(used), multiple_of)
+    return sum(lengths) / computed
 
 
 def plans_at(embedder, sequences: list[list[int]], costs: list[int]) -> dict[int, list[list[int]]]:
@@ -146,6 +207,8 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", type=int, default=6, help="groups of short queries planned apart by the costs")
     parser.add_argument("--group-size", type=int, default=16)
     parser.add_argument("--mixed", type=int, default=128, help="texts in the mixed corpus")
+    parser.add_argument("--short", type=int, default=2000, help="short queries to draw groups from, and the packing workload")
+    parser.add_argument("--row-tokens", default="", help="row sizes to compare whole workloads at (e.g. 0,128); none by default")
     parser.add_argument("--weights", type=Path, help="this checkpoint instead of the benchmark's")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -157,13 +220,14 @@ def main(argv=None) -> int:
     print(f"device {p.device}, {str(p.dtype)[6:]}, budget {p.token_budget} tokens, forward_cost now {p.forward_cost}, weights {weights}", flush=True)
 
     mixed = embedder.tokenize(mixed_corpus(args.mixed)).ids
-    queries = embedder.tokenize(short_queries(2000)).ids
+    queries = embedder.tokenize(short_queries(args.short)).ids
     filler = max(mixed, key=len)
     embedder.forward(mixed[:4], [True] * 4)  # warm-up
 
     shapes = measure_shapes(embedder, filler, args.shape_rounds)
     for row in shapes["shapes"]:
-        print(f"  {row['rows']:3d} x {row['width']:3d} tokens: {row['seconds'] * 1000:8.1f} ms, {row['tokens_per_s']:8.1f} tokens/s", flush=True)
+        memory = "" if row["peak_bytes"] is None else f", peak {row['peak_bytes'] / 2**20:8.1f} MiB ({row['peak_bytes_per_token'] / 1024:.1f} KiB/token)"
+        print(f"  {row['rows']:3d} x {row['width']:3d} tokens: {row['seconds'] * 1000:8.1f} ms, {row['tokens_per_s']:8.1f} tokens/s{memory}", flush=True)
     fit = shapes["fit"]
     print(f"fit: fixed {fit['fixed_s'] * 1000:.1f} ms + {fit['per_token_s'] * 1000:.3f} ms/token: a forward's fixed cost is "
           f"{fit['fixed_tokens']:.0f} tokens", flush=True)
@@ -177,6 +241,13 @@ def main(argv=None) -> int:
                          f"median {r['median_seconds'] or 0:.2f} s, fastest in {r['rounds_fastest']} of {args.rounds}"
                          for c, r in ((c, report[name][str(c)]) for c in costs))
         print(f"{name}{f' ({len(groups)} groups of {args.group_size})' if name == 'query_groups' else ''}: {line}", flush=True)
+    if args.row_tokens:
+        sizes = [int(r) for r in args.row_tokens.split(",")]
+        report["packing"] = compare_packing(embedder, {"mixed": mixed, "short": queries}, sizes, args.rounds)
+        for name, by_size in report["packing"].items():
+            print(f"packing, {name}: " + ", ".join(
+                f"rows of {r}: {x['median_seconds']:.3f} s, {x['forwards']} forwards, padding efficiency {x['padding_efficiency']:.3f}"
+                for r, x in by_size.items()), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -188,3 +188,35 @@ def test_paired_latency_times_each_query_both_ways_back_to_back(monkeypatch):
     assert p["ratios"] == pytest.approx([1.5, 1.5, 1.5])
     assert p["median_ratio"] == pytest.approx(1.5)
     assert (p["ours_p50_ms"], p["bare_p50_ms"]) == (pytest.approx(300), pytest.approx(200))
+
+
+def test_gemm_shapes_are_the_models_dense_layers_at_each_token_count():
+    assert benchmark.gemm_shapes((64, 4096)) == ((64, 1024, 4096), (64, 4096, 1024), (64, 1024, 3072),
+                                                  (4096, 1024, 4096), (4096, 4096, 1024), (4096, 1024, 3072))
+    assert benchmark.MATMUL_SHAPES == benchmark.gemm_shapes((1024, 2048, 4096))  # the CPU runs' shapes, unchanged
+
+
+def test_packed_padding_efficiency_counts_rows_as_the_engine_packs_them():
+    lengths = [100, 60, 60, 20]
+    plan = [[0, 1, 2, 3]]
+    # one text per row: 4 rows padded to 100 tokens
+    assert forward_cost.packed_padding_efficiency(lengths, plan, 0, 1) == pytest.approx(240 / 400)
+    # rows of up to 128: [100, 20] and [60, 60] -> 2 rows of 120
+    assert forward_cost.packed_padding_efficiency(lengths, plan, 128, 1) == pytest.approx(240 / 240)
+    # padded to multiples of 8: 2 rows of 120 stay 120; 4 rows of 100 become 104
+    assert forward_cost.packed_padding_efficiency(lengths, plan, 0, 8) == pytest.approx(240 / 416)
+    # two forwards, each padded to its own widest row
+    assert forward_cost.packed_padding_efficiency(lengths, [[0], [1, 2, 3]], 0, 1) == pytest.approx(240 / (100 + 180))
+
+
+def test_peak_memory_is_measured_on_cuda_only():
+    ran = []
+    assert forward_cost.peak_bytes("cpu", lambda: ran.append(1)) is None
+    assert ran == []  # nothing run for nothing measured
+
+
+def test_a_sized_bulk_job_takes_about_the_target_at_the_calibration_rate():
+    # 20,000 texts in 4 s: 5,000 texts/s, so 30 s is 150,000 texts
+    assert bulk_run.sized_job(20_000, 4.0, 30.0, 1_000_000) == 150_000
+    assert bulk_run.sized_job(20_000, 0.1, 30.0, 1_000_000) == 1_000_000  # capped
+    assert bulk_run.sized_job(20_000, 60.0, 30.0, 1_000_000) == 20_000  # never fewer than calibrated
