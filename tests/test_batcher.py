@@ -85,7 +85,7 @@ def test_a_new_event_loop_gets_a_working_batcher(predictor, embed):
     assert np.abs(np.array(out.embeddings) - np.array(want)).max() < 1e-6
 
 
-def fake_embedder(budget: int = 2048, forward_s: float = 0.0, forwards: list | None = None):
+def fake_embedder(budget: int = 2048, forward_s: float = 0.0, forwards: list | None = None, forward_cost: int = 0):
     """The batcher's view of an engine: the real planner, and a forward that says which texts it ran.
 
     Each vector is (first id, length, 0, 0), so a test sees which text landed in which row of which job.
@@ -103,7 +103,7 @@ def fake_embedder(budget: int = 2048, forward_s: float = 0.0, forwards: list | N
         return torch.tensor([[s[0], len(s), 0, 0] for s in sequences], dtype=torch.float32)
 
     return SimpleNamespace(profile=SimpleNamespace(token_budget=budget),
-                           plan=lambda lengths: plan_batches(lengths, budget), forward=forward)
+                           plan=lambda lengths: plan_batches(lengths, budget, 1, forward_cost), forward=forward)
 
 
 def test_a_small_request_behind_a_big_one_waits_for_the_forward_under_way_and_its_own():
@@ -206,23 +206,53 @@ def test_the_forward_is_timed_until_the_device_is_done_and_the_loop_never_waits_
 def test_a_stream_of_new_queries_does_not_starve_a_large_request():
     from e5.batcher import Batcher
 
-    forwards: list[list[int]] = []
     big = [[1000 + i] + [5] * 9 for i in range(50)]  # 5 pieces
 
     async def scenario():
-        batcher = Batcher(fake_embedder(budget=100, forwards=forwards), max_wait_s=0.0)
+        # Waiting for answered callers to come back, as with real clients: the next query is always queued.
+        batcher = Batcher(fake_embedder(budget=100, forward_s=0.005), max_wait_s=0.05)
+        sent = 0
+
+        async def client():  # two of them: while one query runs, the other's is already queued
+            nonlocal sent
+            while not big_request.done() and sent < 100:
+                sent += 1
+                await batcher.embed([[7, 5, 2]], [True])
+
         try:
             big_request = asyncio.ensure_future(batcher.embed(big, [True] * len(big)))
-            queries = 0
-            while not big_request.done():  # a client that always has the next query ready
-                await batcher.embed([[7, 5, 2]], [True])
-                queries += 1
-            return queries
+            await asyncio.sleep(0)
+            await asyncio.gather(client(), client())
+            return big_request.done(), sent
         finally:
             batcher.close()
 
-    queries = asyncio.run(scenario())
-    assert queries <= 6, queries  # the large request got every other round
+    big_done, sent = asyncio.run(scenario())
+    assert big_done and sent <= 12, sent  # the large request got every other round
+
+
+def test_new_requests_each_get_a_piece_in_the_next_round():
+    """A new request's first piece only: another new request is not pushed out by its second piece."""
+    from e5.batcher import Batcher
+
+    forwards: list[list[int]] = []
+    two_pieces = [[100] + [5] * 39, [101] + [5] * 9]  # planned apart: pieces of 40 and 10 tokens
+    one_piece = [[200] + [5] * 54]  # 55 tokens: the round has room for it beside the first piece, not both
+
+    async def scenario():
+        embedder = fake_embedder(budget=200, forwards=forwards, forward_cost=20)
+        batcher = Batcher(embedder, max_wait_s=0.05, round_tokens=100)
+        try:
+            with batcher.arriving():  # both queued before the first round
+                first = asyncio.ensure_future(batcher.embed(two_pieces, [True, True]))
+                second = asyncio.ensure_future(batcher.embed(one_piece, [True]))
+                await asyncio.sleep(0)
+            await asyncio.gather(first, second)
+        finally:
+            batcher.close()
+
+    asyncio.run(scenario())
+    assert sorted(forwards[0]) == [100, 200] and forwards[1] == [101]
 
 
 def test_a_cancelled_request_s_texts_are_not_computed(predictor, loop, embed):
