@@ -48,12 +48,13 @@ class Embedder:
         self.forward_calls = 0  # micro-batches run, for metrics and tests of merging
 
     @classmethod
-    def load(cls, weights_dir: str | Path, device: str | None = None) -> "Embedder":
+    def load(cls, weights_dir: str | Path, device: str | None = None, dimensions: int | None = None) -> "Embedder":
+        """`dimensions`: the width the checkpoint must have; default E5_DIMENSIONS, else 1024."""
         reuse_freed_memory()  # process-wide: activations come from the heap, not fresh pages each forward
         device = device or m.choose_device()
         free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
         profile = m.device_profile(device, free_bytes=free)
-        tokenizer, model = m.load_checkpoint(weights_dir, profile)
+        tokenizer, model = m.load_checkpoint(weights_dir, profile, dimensions or m.expected_dimensions())
         return cls(tokenizer, model, profile)
 
     # --- tokenize --------------------------------------------------------------------------------------

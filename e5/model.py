@@ -223,7 +223,21 @@ def check_weights_dir(weights_dir: Path) -> None:
         )
 
 
-def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile):
+def expected_dimensions(environ: dict[str, str] | None = None) -> int:
+    """The width a checkpoint must have: this container's model (1024) unless E5_DIMENSIONS asks for another.
+
+    Another width is for other E5 checkpoints loaded on purpose (the tests' trained multilingual-e5-small is
+    384-d); without the setting a checkpoint of the wrong model stops setup instead of serving other vectors.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        dimensions = env_number(env, "E5_DIMENSIONS")
+    except ValueError as err:
+        raise WeightsError(str(err)) from None
+    return DIMENSIONS if dimensions is None else dimensions
+
+
+def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile, dimensions: int = DIMENSIONS):
     """Tokenizer and encoder from local files only: safetensors, no remote code, no network."""
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
     from transformers.utils import logging as hf_logging
@@ -239,10 +253,12 @@ def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile):
         raise WeightsError(f"{weights_dir / 'config.json'} is not a readable XLM-RoBERTa config: {err}") from err
     if config.model_type != "xlm-roberta":
         raise WeightsError(f"{weights_dir} holds a {config.model_type!r} model, not xlm-roberta; fill it with `{FILL_COMMAND}`")
-    if config.hidden_size != DIMENSIONS:
+    if config.hidden_size != dimensions:
         raise WeightsError(
             f"{weights_dir} holds a {config.hidden_size}-wide model; multilingual-e5-large-instruct is "
             f"{DIMENSIONS}-wide: fill it with `{FILL_COMMAND}`"
+            if dimensions == DIMENSIONS else
+            f"{weights_dir} holds a {config.hidden_size}-wide model; E5_DIMENSIONS asks for {dimensions}"
         )
     try:
         tokenizer = XLMRobertaTokenizer.from_pretrained(weights_dir, local_files_only=True)

