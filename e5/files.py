@@ -200,6 +200,7 @@ class _Window:
     def __init__(self, source: _Source, max_chars: int):
         self.source, self.max_chars, self.max_bytes = source, max_chars, record_limit(max_chars)
         self.buf, self.pos, self.base, self.eof = b"", 0, source.start, False
+        self._found: dict[bytes, int] = {}
 
     def more(self) -> bool:
         """Append the next piece, dropping what was consumed; False at the end of the stream."""
@@ -208,7 +209,16 @@ class _Window:
             self.eof = not piece
             self.base += self.pos
             self.buf, self.pos = self.buf[self.pos :] + piece, 0
+            self._found = {}
         return not self.eof
+
+    def find(self, byte: bytes) -> int:
+        """The index in `buf` of the next `byte` at or after `pos`, or -1. Remembered until `buf` changes, so
+        that finding one line break at a time does not rescan the rest of the buffer for a byte it lacks."""
+        found = self._found.get(byte)
+        if found is None or -1 < found < self.pos:
+            found = self._found[byte] = self.buf.find(byte, self.pos)
+        return found
 
     def offset(self, i: int) -> int:
         return self.base + i
@@ -221,30 +231,32 @@ class _Window:
         )
 
 
-_LINE_BREAK = {True: re.compile(rb"\r\n|\r|\n"), False: re.compile(rb"\n")}
-
-
 def _lines(window: _Window, universal: bool) -> Iterator[tuple[int, int, bytes]]:
     """(line number from 1, stream offset of its first byte, its bytes without the break).
 
     `universal`: `\\r\\n`, `\\r` and `\\n` each end a line (.txt, .csv); else only `\\n` (.jsonl, where a `\\r`
     before it is JSON whitespace). A line past the window's byte limit is refused once that much is read.
+    Breaks are found with bytes.find (memchr): a regex alternation scans ~10x slower.
     """
-    brk, max_bytes = _LINE_BREAK[universal], window.max_bytes
     number = 0
     while True:
-        match = brk.search(window.buf, window.pos)
-        wait = match and match.group() == b"\r" and match.end() == len(window.buf) and not window.eof
-        if wait or match is None:  # a \r that ends the buffer may be half of a \r\n: read on to see
-            if len(window.buf) - window.pos > max_bytes:
+        newline = window.find(b"\n")
+        cr = window.find(b"\r") if universal else -1
+        if cr != -1 and (newline == -1 or cr < newline):
+            end, after = cr, cr + 1 + (newline == cr + 1)
+            wait = after == len(window.buf) and not window.eof  # the \r may be half of a \r\n
+        else:
+            end, after, wait = newline, newline + 1, False
+        if end == -1 or wait:
+            if len(window.buf) - window.pos > window.max_bytes:
                 raise window.too_long(f"line {number + 1}")
             if window.more() or wait:
                 continue
             if window.pos == len(window.buf):
                 return
-        end, after = (match.start(), match.end()) if match else (len(window.buf), len(window.buf))
+            end = after = len(window.buf)  # the last line, without a break
         number += 1
-        if end - window.pos > max_bytes:
+        if end - window.pos > window.max_bytes:
             raise window.too_long(f"line {number}")
         start = window.pos
         window.pos = after

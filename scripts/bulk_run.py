@@ -1,19 +1,33 @@
 """Time and memory of a bulk job: N short texts through `texts_file`, as the predictor serves it.
 
     python scripts/bulk_run.py [--texts 100000] [--weights DIR] [--format npy]
+    python scripts/bulk_run.py --hostile [--megabytes 1000] [--sparse] [--json]
 
 Uses the 2-layer generated test checkpoint unless --weights is given. Prints the wall time, texts/s,
 the peak resident memory of the process, and that of the same predictor after a 10-text request (so the
 difference is what the bulk job itself held). It also samples the resident memory during the job and
 prints the highest sample in each quarter of it: bounded memory shows as flat quarters, a leak as a rise.
+
+--hostile sends the files users upload by mistake or on purpose (HOSTILE below: a line of --megabytes MB, a
+.json of short strings past E5_MAX_FILE_TEXTS, a gzip bomb past E5_MAX_FILE_BYTES, ...) through predict()
+one after the other, and prints for each the error it got and how far it raised the process's peak resident
+memory above its resident memory just before (Linux: the peak is reset first through /proc/self/clear_refs).
+--sparse writes the big single-line files as a first megabyte of text and a hole, so they cost no disk (a
+reader that held the whole line would still read the hole: NUL bytes). Files go to a temp folder and are
+deleted as soon as their case is done.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import json
+import os
 import random
+import re
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -39,6 +53,22 @@ def current_rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def memory_mb(field: str) -> float:
+    """A /proc/self/status memory figure in MB: VmRSS (now) or VmHWM (peak)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
+
+
+def reset_peak() -> bool:
+    """Restart VmHWM from the current resident memory (Linux 4.0+); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def quarter_peaks(samples: list[float]) -> list[float]:
@@ -68,29 +98,132 @@ class RssSampler:
         self._thread.join()
 
 
+# --- hostile files -----------------------------------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def write_line(path: Path, head: bytes, megabytes: int, sparse: bool, tail: bytes = b"") -> None:
+    """`head`, then `megabytes` MB of one unbroken line: 'a's, or with `sparse` one MB of them and a hole."""
+    with open(path, "wb") as f:
+        f.write(head)
+        if sparse:
+            f.write(b"a" * MB)
+            f.truncate(len(head) + megabytes * MB)
+            f.seek(0, os.SEEK_END)
+        else:
+            for _ in range(megabytes):
+                f.write(b"a" * MB)
+        f.write(tail)
+
+
+def write_json_strings(path: Path, count: int) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write("[")
+        for start in range(0, count, 100_000):
+            f.write(",".join(f'"text {i}"' for i in range(start, min(count, start + 100_000))) + ",")
+        f.write('"last"]')
+
+
+def write_gzip_bomb(path: Path, decompressed_bytes: int) -> None:
+    """Gzip members of 1 MB of 99,999-character lines each, repeated: ~1,000x smaller than what they hold."""
+    member = gzip.compress(("x" * 99_999 + "\n").encode() * 10)
+    with open(path, "wb") as f:
+        for _ in range(decompressed_bytes // 1_000_000 + 1):
+            f.write(member)
+
+
+def hostile_cases(megabytes: int, sparse: bool, limits) -> list[tuple[str, str, object]]:
+    """(name, file name, writer): what each hostile file is, and the function that writes it to a path."""
+    return [
+        (f"{megabytes} MB .txt, one line", "line.txt", lambda p: write_line(p, b"", megabytes, sparse)),
+        (f"{megabytes} MB .jsonl, one line", "line.jsonl", lambda p: write_line(p, b'{"text": "', megabytes, sparse)),
+        (f"{megabytes} MB .csv, one field", "field.csv", lambda p: write_line(p, b'id,text\n1,"', megabytes, sparse)),
+        (f"{min(megabytes, 20)} MB .csv, a quote never closed", "quote.csv",
+         lambda p: p.write_bytes(b'id,text\n1,"open\n' + b"2,short line\n" * (min(megabytes, 20) * MB // 13))),
+        (f".json, {3 * limits.max_file_texts:,} short strings", "strings.json",
+         lambda p: write_json_strings(p, 3 * limits.max_file_texts)),
+        (f".txt.gz bomb of {5 * limits.max_file_bytes / 1e9:g} GB", "bomb.txt.gz",
+         lambda p: write_gzip_bomb(p, 5 * limits.max_file_bytes)),
+        (f"{megabytes} MB of zeros named .txt", "zeros.txt", lambda p: p.write_bytes(b"") or os.truncate(p, megabytes * MB)),
+    ]
+
+
+async def refuse(predictor, path: Path, base: dict) -> dict:
+    """One hostile file through predict(): its error and how far it raised the peak above the memory before."""
+    from e5.memory import return_freed_memory
+
+    return_freed_memory()  # what an earlier case freed would otherwise hide this one's growth
+    reset = reset_peak()
+    before = memory_mb("VmRSS")
+    start = time.perf_counter()
+    try:
+        await predictor.predict(texts=None, texts_file=path, output_file_format="npy", **base)
+        error = None
+    except Exception as err:  # noqa: BLE001 - what a user would see, whatever it is
+        error = f"{type(err).__name__}: {err}"
+    return {"seconds": round(time.perf_counter() - start, 2), "peak_rise_mb": round(memory_mb("VmHWM") - before, 1),
+            "rss_before_mb": round(before), "peak_was_reset": reset, "error": error}
+
+
+def run_hostile(predictor, base: dict, args) -> list[dict]:
+    from e5.validation import Limits
+
+    folder = Path(tempfile.mkdtemp(prefix="e5-hostile-"))
+    results = []
+
+    async def run():
+        await predictor.setup()
+        warm = folder / "warm.txt"
+        warm.write_text("\n".join(f"warm up {i}" for i in range(100)), encoding="utf-8")
+        await predictor.predict(texts=None, texts_file=warm, output_file_format="npy", **base)
+        for name, filename, write in hostile_cases(args.megabytes, args.sparse, Limits.from_env()):
+            path = folder / filename
+            write(path)
+            result = {"case": name, "file_mb": round(path.stat().st_size / MB, 1), **await refuse(predictor, path, base)}
+            path.unlink()
+            results.append(result)
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                print(f"{name}: {result['file_mb']} MB file, peak +{result['peak_rise_mb']} MB over "
+                      f"{result['rss_before_mb']} MB, {result['seconds']} s\n    {result['error']}", flush=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        shutil.rmtree(folder)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=100_000)
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--format", default="npy", choices=["npy", "jsonl"])
+    parser.add_argument("--hostile", action="store_true", help="refuse the hostile files instead (see above)")
+    parser.add_argument("--megabytes", type=int, default=1000, help="size of the big hostile files")
+    parser.add_argument("--sparse", action="store_true", help="big single-line files as a hole after 1 MB")
+    parser.add_argument("--json", action="store_true", help="one JSON object per hostile case")
     args = parser.parse_args(argv)
     weights = args.weights or Path.home() / ".cache" / "e5-cog" / "tiny"
     if not (weights / "model.safetensors").is_file():
         write_checkpoint(weights)
 
-    import os
-
     os.environ["E5_WEIGHTS_DIR"] = str(weights)
     from predict import Predictor
+
+    base = dict(task="Given a web search query, retrieve relevant passages that answer the query", input_type="document",
+                normalize=True, truncate=True, documents=None, top_k=None, encoding_format="float")
+    if args.hostile:
+        run_hostile(Predictor(), base, args)
+        return 0
 
     rng = random.Random(0)
     path = Path(tempfile.mkdtemp(prefix="e5-bulk-")) / "texts.txt"
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(args.texts):
             f.write(" ".join(rng.choice(SEED_WORDS) for _ in range(rng.randint(2, 8))) + "\n")
-
-    base = dict(task="Given a web search query, retrieve relevant passages that answer the query", input_type="document",
-                normalize=True, truncate=True, documents=None, top_k=None, encoding_format="float")
 
     async def run():
         p = Predictor()
