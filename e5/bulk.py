@@ -9,6 +9,12 @@ when that object is freed, which coglet does once it has encoded the output (a d
 as long as it keeps the path). A failed or cancelled job removes its folder at once. A worker killed mid-job
 (out of memory, SIGKILL) cannot; each folder is locked (flock) by the process that owns it, and every new
 job first removes result folders whose owner is gone.
+
+Cog's server keeps copies too: coglet 0.23 writes every output over 6 MiB of JSON (a bulk job's data URL, or
+a few thousand vectors) to `/tmp/coglet/predictions/<id>/outputs/spill_<uuid>.json`, reads it back at once,
+and never deletes it (crates/coglet/src/worker.rs `build_output_message`, orchestrator.rs `FileOutput`; seen
+on the real server). Each bulk job also deletes such files once they are a minute old, long after the server
+has read them; the folders stay (a running prediction writes into its own).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
@@ -27,6 +34,8 @@ import numpy as np
 
 RESULT_PREFIX = "e5-result-"  # a job's folder in the temp directory: one result file and nothing else
 _STAGING_PREFIX = "e5-staging-"  # a folder not yet locked: sweeps never look at these
+COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # coglet's per-prediction folders (service.rs), fixed
+SPILL_MIN_AGE_S = 60.0  # coglet reads a spill file as soon as it is written; older than this, it is done
 
 
 class VectorWriter:
@@ -67,9 +76,7 @@ class ResultFile:
     """One job's output file, in a private folder in the temp directory that this process locks."""
 
     def __init__(self, fmt: str, count: int, dimensions: int, root: str | Path | None = None):
-        root = Path(root or tempfile.gettempdir())
-        remove_abandoned_results(root)
-        self.folder, self._lock = _locked_folder(root)
+        self.folder, self._lock = _locked_folder(Path(root or tempfile.gettempdir()))
         self.path = self.folder / f"embeddings.{fmt}"
         self.writer = VectorWriter(self.path, fmt, count, dimensions)
 
@@ -87,6 +94,25 @@ class ResultFile:
         """A failed or cancelled job: the partial file goes now (np.load could not read it)."""
         self.writer.close()
         _remove(self.folder, self._lock)
+
+
+def remove_leftovers() -> None:
+    """What earlier jobs left: result folders of dead workers, and the server's old output spill files."""
+    remove_abandoned_results(tempfile.gettempdir())
+    remove_server_spills(COGLET_PREDICTIONS)
+
+
+def remove_server_spills(root: Path, min_age_s: float = SPILL_MIN_AGE_S, now: float | None = None) -> int:
+    """Delete coglet's output spill files under `root` older than `min_age_s`; return the bytes freed."""
+    now = time.time() if now is None else now
+    freed = 0
+    for spill in root.glob("*/outputs/spill_*.json"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete
+            stat = spill.stat()
+            if now - stat.st_mtime >= min_age_s:
+                spill.unlink()
+                freed += stat.st_size
+    return freed
 
 
 def remove_abandoned_results(root: str | Path) -> list[Path]:

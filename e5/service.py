@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .batcher import Batcher
-from .bulk import ResultFile
+from .bulk import ResultFile, remove_leftovers
 from .encodings import encode_vectors, output_array
 from .engine import Embedder, Encoded
 from .errors import InputError
@@ -151,6 +151,7 @@ class EmbeddingService:
         texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, self.limits)
         total = await self._check_file(texts_file, options)
         print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
+        await asyncio.to_thread(remove_leftovers)
         result = ResultFile(request.output_file_format, total, self.embedder.dimensions)
         try:
             counts, truncated, times = await self._embed_file(texts_file, options, result, total, started)

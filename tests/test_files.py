@@ -9,9 +9,12 @@ import gc
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e5 import InputError
-from e5.bulk import RESULT_PREFIX, ResultFile, remove_abandoned_results
+from e5.bulk import RESULT_PREFIX, ResultFile, remove_abandoned_results, remove_server_spills
 from e5.files import PIECE_BYTES, open_texts_file, read_chunks, record_limit
 from e5.validation import Limits
 
@@ -255,7 +258,7 @@ def test_a_result_folder_goes_with_its_path_and_an_abandoned_one_with_the_next_j
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from e5.bulk import ResultFile; "
          f"r = ResultFile('npy', 1, 4, root={str(tmp_path)!r}); print(r.folder, flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, cwd=str(__import__("pathlib").Path(__file__).parent.parent),
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )
     folder = child.stdout.readline().strip()
     assert folder.startswith(str(tmp_path / RESULT_PREFIX))
@@ -264,6 +267,19 @@ def test_a_result_folder_goes_with_its_path_and_an_abandoned_one_with_the_next_j
     child.wait()
     assert [str(p) for p in remove_abandoned_results(tmp_path)] == [folder]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_servers_old_output_spills_are_deleted_and_its_folders_kept(tmp_path):
+    now = time.time()
+    old, new, other = (tmp_path / "pred_a/outputs/spill_1.json", tmp_path / "pred_b/outputs/spill_2.json",
+                       tmp_path / "pred_a/outputs/0.png")
+    for path in (old, new, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    for path in (old, other):
+        os.utime(path, (now - 61, now - 61))
+    assert remove_server_spills(tmp_path, min_age_s=60, now=now) == 100
+    assert not old.exists() and new.exists() and other.exists() and old.parent.is_dir()
 
 
 # --- through predict() ------------------------------------------------------------------------------------
