@@ -64,32 +64,30 @@ class TextsFile:
 
 
 def open_texts_file(path: str | Path, limits: Limits) -> TextsFile:
-    """Check the size and decide the format, reading only the first piece of the file."""
+    """Check the name and size and decide the format, reading only the first piece of the file."""
     path = Path(path)
+    suffix = Path(path.name.lower().removesuffix(".gz")).suffix
+    if suffix not in SUFFIX_FORMATS and suffix not in UNNAMED_SUFFIXES:
+        raise InputError(f"`texts_file` is a {suffix} file; {SENT_AS}", "bad_file")
     try:
         size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            magic = f.read(4)
     except OSError as err:
         raise InputError(f"`texts_file` cannot be read: {err.strerror}", "bad_file") from None
     if size > limits.max_file_bytes:
         raise InputError(
             f"`texts_file` has {size} bytes; the limit is {limits.max_file_bytes} (E5_MAX_FILE_BYTES)", "file_too_large"
         )
-    with open(path, "rb") as f:
-        magic = f.read(4)
     if magic.startswith(ZIP_MAGIC):
         raise InputError(f"`texts_file` is a zip archive; {SENT_AS} (.gz)", "bad_file")
     if magic.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
         raise InputError("`texts_file` is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8", "bad_file")
     compressed = magic.startswith(GZIP_MAGIC)
-    with _Source(path, compressed, limits.max_file_bytes) as source:
-        head = source.first
-    name = path.name.lower()
-    suffix = Path(name.removesuffix(".gz")).suffix
     if suffix in SUFFIX_FORMATS:
         return TextsFile(path, SUFFIX_FORMATS[suffix], compressed, sniffed=False)
-    if suffix in UNNAMED_SUFFIXES:
-        return TextsFile(path, sniff_format(head), compressed, sniffed=True)
-    raise InputError(f"`texts_file` is a {suffix} file; {SENT_AS}", "bad_file")
+    with _Source(path, compressed, limits.max_file_bytes) as source:
+        return TextsFile(path, sniff_format(source.first), compressed, sniffed=True)
 
 
 def sniff_format(head: bytes) -> str:

@@ -2,6 +2,7 @@
 
     python scripts/bulk_run.py [--texts 100000] [--weights DIR] [--format npy]
     python scripts/bulk_run.py --hostile [--megabytes 1000] [--sparse] [--json]
+    python scripts/bulk_run.py --server [--texts 20000]
 
 Uses the 2-layer generated test checkpoint unless --weights is given. Prints the wall time, texts/s,
 the peak resident memory of the process, and that of the same predictor after a 10-text request (so the
@@ -15,6 +16,11 @@ memory above its resident memory just before (Linux: the peak is reset first thr
 --sparse writes the big single-line files as a first megabyte of text and a hole, so they cost no disk (a
 reader that held the whole line would still read the hole: NUL bytes). Files go to a temp folder and are
 deleted as soon as their case is done.
+
+--server sends the N texts through the real Cog server instead, as `cog predict -i texts_file=@texts.txt`
+does (a data URL), and prints the peak resident memory of the server and of its Python worker over the job
+against their memory before it: what Cog itself holds to decode the upload and to return the result file
+inline as a data URL.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import io
 import json
 import os
 import random
@@ -55,20 +62,33 @@ def current_rss_mb() -> float:
     return 0.0
 
 
-def memory_mb(field: str) -> float:
-    """A /proc/self/status memory figure in MB: VmRSS (now) or VmHWM (peak)."""
-    with open("/proc/self/status") as f:
+def memory_mb(field: str, pid: int | str = "self") -> float:
+    """A /proc/<pid>/status memory figure in MB: VmRSS (now) or VmHWM (peak)."""
+    with open(f"/proc/{pid}/status") as f:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
 
 
-def reset_peak() -> bool:
+def reset_peak(pid: int | str = "self") -> bool:
     """Restart VmHWM from the current resident memory (Linux 4.0+); False where not allowed."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
             f.write("5")
         return True
     except OSError:
         return False
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (the server's Python worker), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def quarter_peaks(samples: list[float]) -> list[float]:
@@ -196,6 +216,34 @@ def run_hostile(predictor, base: dict, args) -> list[dict]:
     return results
 
 
+def run_through_server(weights: Path, texts_path: Path) -> None:
+    import base64
+
+    from cog_server import CogServer
+
+    upload = "data:text/plain;base64," + base64.b64encode(texts_path.read_bytes()).decode()
+    temp = Path(tempfile.mkdtemp(prefix="e5-server-tmp-"))
+    with CogServer(weights, concurrency=1, env={"TMPDIR": str(temp)}) as server:
+        assert server.wait_until() == "READY"
+        worker = child_pids(server.proc.pid)[0]
+        server.predict({"texts": ["warm up"] * 10})
+        before = {name: memory_mb("VmRSS", pid) for name, pid in (("server", server.proc.pid), ("worker", worker))}
+        reset = all(reset_peak(pid) for pid in (server.proc.pid, worker))
+        start = time.perf_counter()
+        status, body = server.predict({"texts_file": upload, "input_type": "document"}, timeout=24 * 3600)
+        seconds = time.perf_counter() - start
+        peaks = {name: memory_mb("VmHWM", pid) for name, pid in (("server", server.proc.pid), ("worker", worker))}
+    shutil.rmtree(temp)
+    assert body.get("status") == "succeeded", body.get("error")
+    result = body["output"]["embeddings_file"]
+    shape = np.load(io.BytesIO(base64.b64decode(result.split(",", 1)[1])), mmap_mode=None).shape
+    print(f"server: {texts_path.stat().st_size / 1e6:.1f} MB of texts sent as a {len(upload) / 1e6:.1f} MB data URL; "
+          f"{shape} back as a {len(result) / 1e6:.1f} MB data URL in {seconds:.1f}s")
+    for name in ("server", "worker"):
+        print(f"  {name}: resident {before[name]:.0f} MB before, peak {peaks[name]:.0f} MB during the job "
+              f"(+{peaks[name] - before[name]:.0f} MB{'' if reset else ', peak not reset: since start'})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=100_000)
@@ -205,6 +253,7 @@ def main(argv=None) -> int:
     parser.add_argument("--megabytes", type=int, default=1000, help="size of the big hostile files")
     parser.add_argument("--sparse", action="store_true", help="big single-line files as a hole after 1 MB")
     parser.add_argument("--json", action="store_true", help="one JSON object per hostile case")
+    parser.add_argument("--server", action="store_true", help="through the real Cog server, as a data URL")
     args = parser.parse_args(argv)
     weights = args.weights or Path.home() / ".cache" / "e5-cog" / "tiny"
     if not (weights / "model.safetensors").is_file():
@@ -224,6 +273,9 @@ def main(argv=None) -> int:
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(args.texts):
             f.write(" ".join(rng.choice(SEED_WORDS) for _ in range(rng.randint(2, 8))) + "\n")
+    if args.server:
+        run_through_server(weights, path)
+        return 0
 
     async def run():
         p = Predictor()
