@@ -3,7 +3,7 @@
 What Cog does with it (coglet 0.23, read in replicate/cog `crates/coglet-python/src/output.rs` and checked
 through the real server in tests/test_bulk_server.py): the `Path` inside our `Output` object is read whole
 and turned into a base64 data URL in the worker process right after predict() returns (`encode_files`), with
-or without `--upload-url` (that uploads only a `Path` returned on its own or in a list), and the file is never
+or without `--upload-url` (seen: only a `Path` returned on its own was uploaded), and the file is never
 deleted. So it is deleted here: its folder belongs to the `ResultPath` object the job returns and is removed
 when that object is freed, which coglet does once it has encoded the output (a direct caller keeps the file
 as long as it keeps the path). A failed or cancelled job removes its folder at once. A worker killed mid-job
