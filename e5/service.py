@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .batcher import Batcher
+from .bulk import ResultFile, remove_leftovers
 from .encodings import encode_vectors, output_array
 from .engine import Embedder, Encoded
 from .errors import InputError
-from .files import VectorWriter, count_texts, read_chunks
+from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import format_texts
 from .memory import return_freed_memory
 from .model import MODEL_ID
@@ -137,51 +138,76 @@ class EmbeddingService:
         return response, metrics
 
     async def embed_file(self, request: Request) -> tuple[Response, dict]:
-        """Bulk: read, embed and write chunk by chunk; one chunk of texts and vectors is alive at a time."""
+        """Bulk: a checking pass over the whole file, then read, embed and write it chunk by chunk.
+
+        The first pass refuses a bad record, and with `truncate` off a text past the token limit, before any
+        forward runs, and counts the rows the .npy header needs. Each pass holds one chunk at a time, at most
+        FILE_CHUNK_TEXTS texts and as many characters as one request may have. A failed or cancelled job
+        deletes what it wrote.
+        """
         started = time.perf_counter()
         request = validate_file_request(request, self.limits)
-        options, path = request.options, request.texts_file
-        # A first pass over the file: it rejects a bad record before any embedding work is spent, and the
-        # .npy header needs the row count up front.
-        total = await asyncio.to_thread(count_texts, path, self.limits.max_chars_per_text)
-        if total == 0:
-            raise InputError("`texts_file` holds no texts", "empty_list")
-        if total > self.limits.max_file_texts:
-            raise InputError(
-                f"`texts_file` has {total} texts; the limit is {self.limits.max_file_texts} (E5_MAX_FILE_TEXTS)",
-                "too_many_texts",
-            )
-        out_path = Path(tempfile.mkdtemp(prefix="e5-")) / f"embeddings.{request.output_file_format}"
-        writer = VectorWriter(out_path, request.output_file_format, total, self.embedder.dimensions)
-        counts: list[int] = []
-        truncated: list[bool] = []
-        times = {"tokenize": 0.0, "queue_and_forward": 0.0, "forward": 0.0}
-        chunks = read_chunks(path, FILE_CHUNK_TEXTS, self.limits.max_chars_per_text)
+        options = request.options
+        texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, self.limits)
+        total = await self._check_file(texts_file, options)
+        print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
+        await asyncio.to_thread(remove_leftovers)
+        result = ResultFile(request.output_file_format, total, self.embedder.dimensions)
         try:
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                t0 = time.perf_counter()
-                encoded = await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", len(counts))
-                t1 = time.perf_counter()
-                vectors, job = await self.batcher().embed(encoded.ids, [options.normalize] * len(encoded.ids))
-                times["tokenize"] += t1 - t0
-                times["queue_and_forward"] += time.perf_counter() - t1
-                times["forward"] += job.forward_seconds
-                writer.write(vectors)
-                del vectors  # the chunk is on disk: free it before trimming
-                return_freed_memory()
-                counts += encoded.token_counts
-                truncated += encoded.truncated
-                rate = len(counts) / (time.perf_counter() - started)
-                print(f"e5: {len(counts)}/{total} texts, {rate:.0f} texts/s, ~{(total - len(counts)) / rate:.0f}s left",
-                      flush=True)
-        finally:
-            writer.close()
+            counts, truncated, times = await self._embed_file(texts_file, options, result, total, started)
+        except BaseException:  # failed, or cancelled (asyncio.CancelledError)
+            result.discard()
+            raise
         response = Response(
             model=MODEL_ID, dimensions=self.embedder.dimensions, encoding_format="float", embeddings=[],
             token_counts=counts, truncated=truncated, usage={"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
-            embeddings_file=out_path,
+            embeddings_file=result.finish(),
         )
         return response, report(texts=total, tokens=sum(counts), truncated_texts=sum(truncated), encode=0.0, **times)
+
+    def _file_chunks(self, texts_file: TextsFile) -> Iterator[list[str]]:
+        return read_chunks(texts_file, self.limits, FILE_CHUNK_TEXTS, self.limits.max_chars_per_request)
+
+    async def _check_file(self, texts_file: TextsFile, options: Options) -> int:
+        """Every record valid (and, with `truncate` off, within the token limit): the number of texts."""
+        total, limit = 0, self.limits.max_file_texts
+        chunks = self._file_chunks(texts_file)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            if not options.truncate:
+                await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", total)
+            total += len(chunk)
+            if total > limit:
+                raise InputError(f"`texts_file` has more than {limit} texts; the limit is {limit} (E5_MAX_FILE_TEXTS)",
+                                 "too_many_texts")
+        if total == 0:
+            raise InputError("`texts_file` holds no texts (it is empty, or only blank lines)", "empty_list")
+        return total
+
+    async def _embed_file(self, texts_file: TextsFile, options: Options, result: ResultFile, total: int,
+                          started: float) -> tuple[list[int], list[bool], dict]:
+        counts: list[int] = []
+        truncated: list[bool] = []
+        times = {"tokenize": 0.0, "queue_and_forward": 0.0, "forward": 0.0}
+        chunks = self._file_chunks(texts_file)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            t0 = time.perf_counter()
+            encoded = await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", len(counts))
+            t1 = time.perf_counter()
+            vectors, job = await self.batcher().embed(encoded.ids, [options.normalize] * len(encoded.ids))
+            times["tokenize"] += t1 - t0
+            times["queue_and_forward"] += time.perf_counter() - t1
+            times["forward"] += job.forward_seconds
+            await asyncio.to_thread(result.write, vectors)  # off the event loop: .jsonl rows take a while
+            del vectors  # the chunk is on disk: free it before trimming
+            return_freed_memory()
+            counts += encoded.token_counts
+            truncated += encoded.truncated
+            rate = len(counts) / (time.perf_counter() - started)
+            print(f"e5: {len(counts)}/{total} texts, {rate:.0f} texts/s, ~{(total - len(counts)) / rate:.0f}s left",
+                  flush=True)
+        if len(counts) != total:  # the .npy header promised `total` rows
+            raise InputError(f"`texts_file` changed while it was read: {total} texts, then {len(counts)}", "bad_file")
+        return counts, truncated, times
 
     async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
         if sum(len(t) for t in texts) > TOKENIZE_IN_THREAD_CHARS:

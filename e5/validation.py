@@ -29,7 +29,11 @@ class Limits:
     max_chars_per_text: int = 100_000  # E5_MAX_TEXT_CHARS: ~50x what 512 tokens can hold
     max_chars_per_request: int = 4_000_000  # E5_MAX_REQUEST_CHARS
     max_task_chars: int = 2_000  # E5_MAX_TASK_CHARS
-    max_file_texts: int = 1_000_000  # E5_MAX_FILE_TEXTS: texts in one `texts_file`
+    # E5_MAX_FILE_TEXTS: texts in one `texts_file`. Cog 0.23 returns the result file inline, as a data URL in
+    # the JSON, and its server and worker hold ~10x that: 1.9 + 1.5 GB for 60,000 texts (docs/reliability.md).
+    max_file_texts: int = 100_000
+    # E5_MAX_FILE_BYTES: bytes of one `texts_file`, decompressed: 100,000 texts of ~2,000 bytes (300 words)
+    max_file_bytes: int = 200_000_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Limits":
@@ -40,6 +44,7 @@ class Limits:
             "max_chars_per_request": "E5_MAX_REQUEST_CHARS",
             "max_task_chars": "E5_MAX_TASK_CHARS",
             "max_file_texts": "E5_MAX_FILE_TEXTS",
+            "max_file_bytes": "E5_MAX_FILE_BYTES",
         }
         values = {field: env_number(env, var) for field, var in names.items()}
         return cls(**{field: value for field, value in values.items() if value is not None})
@@ -201,10 +206,17 @@ def validate_request(request: Request, limits: Limits) -> Request:
 
 
 def validate_file_request(request: Request, limits: Limits) -> Request:
-    """A bulk request: the file itself is read and checked record by record (files.py)."""
-    if request.texts is not None or request.documents is not None:
+    """A bulk request: the file itself is read and checked record by record (files.py).
+
+    Inputs that do not apply to a file are refused, not ignored: a caller who sent them expects their effect.
+    """
+    if request.texts is not None:
+        raise InputError("give `texts` or `texts_file`, not both", "conflicting_inputs")
+    if request.documents is not None:
         raise InputError(
-            "give `texts` or `texts_file`, not both (and `documents` only with `texts`)", "conflicting_inputs"
+            "`documents` are ranked against `texts`; a `texts_file` request cannot have them "
+            "(embed the documents as a file of their own and compare the vectors)",
+            "conflicting_inputs",
         )
     if request.top_k is not None:
         raise InputError("`top_k` ranks `documents`, which a `texts_file` request cannot have", "conflicting_inputs")

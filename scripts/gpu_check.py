@@ -83,7 +83,7 @@ GPU_SIZES = Sizes(
     forward_cost=("--costs", "128,512,2048", "--rounds", "4", "--shape-rounds", "3", "--groups", "6", "--mixed", "1024",
                   "--short", "2000", "--row-tokens", "0,128"),
     concurrency=("--levels", "1,16,64", "--per-level", "192", "--repeat", "2", "--slots", "32", "--time-limit", "15"),
-    bulk=("--texts", "20000", "--target-seconds", "30", "--max-texts", "1000000"),
+    bulk=("--texts", "20000", "--target-seconds", "30", "--max-texts", "100000"),
     limits={"environment": 30, "checkpoint": 90, "cuda_tests": 90, "benchmark": 150, "forward_cost": 75,
             "concurrency": 150, "bulk": 90},
 )
