@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -96,10 +96,12 @@ class Batcher:
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         round_tokens: int | None = None,
         idle_trim_s: float = IDLE_TRIM_S,
+        on_idle: Callable[[], None] = return_freed_memory,
     ):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
         self.idle_trim_s = idle_trim_s
+        self.on_idle = on_idle  # run on the forward thread once the batcher has idled for idle_trim_s
         # A round holds about one forward's worth of real tokens: what a newly queued request waits for.
         self.round_tokens = round_tokens or embedder.profile.token_budget
         self.stats = BatcherStats()
@@ -204,7 +206,7 @@ class Batcher:
             # Idle: a good moment to hand freed memory back. Not in the short gaps between a closed loop's
             # forwards, where the next forward would only fault the pages in again.
             self._worked_since_trim = False
-            await self.loop.run_in_executor(self._executor, return_freed_memory)
+            await self.loop.run_in_executor(self._executor, self.on_idle)
             return
         await self._wakeup.wait()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .validation import Limits, Options, Request, validate_file_request, validat
 TOKENIZE_IN_THREAD_CHARS = 50_000
 FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `texts_file`
 SCORE_DECIMALS = 6
+SWEEP_INTERVAL_S = 60.0  # how often an idle container looks for the files Cog left
 
 
 @dataclass
@@ -73,6 +75,16 @@ class EmbeddingService:
         self.limits = limits
         self.max_wait_s = max_wait_s
         self._batcher: Batcher | None = None
+        self._last_sweep = -math.inf  # the first idle sweeps at once
+
+    def tidy_up(self) -> None:
+        """When the batcher idles: freed memory back to the OS and, at most once a minute, the files that
+        Cog's server and dead workers left (coglet never deletes its output spill files; e5/bulk.py)."""
+        return_freed_memory()
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            self._last_sweep = now
+            remove_leftovers()
 
     def batcher(self) -> Batcher:
         # The batcher lives on the event loop that runs requests; a new loop (tests) gets a new one.
@@ -80,7 +92,7 @@ class EmbeddingService:
         if self._batcher is None or self._batcher.loop is not loop:
             if self._batcher is not None:
                 self._batcher.close()
-            self._batcher = Batcher(self.embedder, max_wait_s=self.max_wait_s)
+            self._batcher = Batcher(self.embedder, max_wait_s=self.max_wait_s, on_idle=self.tidy_up)
         return self._batcher
 
     def healthy(self) -> bool:

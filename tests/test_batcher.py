@@ -413,7 +413,6 @@ def test_freed_memory_goes_back_only_once_the_batcher_has_idled(monkeypatch):
     from e5.batcher import Batcher
 
     trims = []
-    monkeypatch.setattr("e5.batcher.return_freed_memory", lambda: trims.append(1))
     embedder = SimpleNamespace(
         profile=SimpleNamespace(token_budget=2048),
         plan=lambda lengths: [list(range(len(lengths)))],
@@ -421,7 +420,7 @@ def test_freed_memory_goes_back_only_once_the_batcher_has_idled(monkeypatch):
     )
 
     async def scenario():
-        batcher = Batcher(embedder, max_wait_s=0.0, idle_trim_s=0.3)
+        batcher = Batcher(embedder, max_wait_s=0.0, idle_trim_s=0.3, on_idle=lambda: trims.append(1))
         try:
             for _ in range(5):  # back to back, as a closed loop of clients sends them
                 await batcher.embed([[0, 5, 2]], [True])
@@ -433,3 +432,29 @@ def test_freed_memory_goes_back_only_once_the_batcher_has_idled(monkeypatch):
             batcher.close()
 
     assert asyncio.run(scenario()) == (0, 1, True)
+
+
+def test_an_idle_container_deletes_the_output_files_cog_leaves_behind(predictor, tmp_path, monkeypatch):
+    """coglet 0.23 writes each output over 6 MiB to a spill file it never deletes (see e5/bulk.py)."""
+    import os
+
+    spills = tmp_path / "predictions"
+    old = spills / "pred-1" / "outputs" / "spill_a.json"
+    fresh = spills / "pred-2" / "outputs" / "spill_b.json"
+    for path in (old, fresh):
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    os.utime(old, (time.time() - 120, time.time() - 120))  # read by the server long ago
+    monkeypatch.setattr("e5.bulk.COGLET_PREDICTIONS", spills)
+    service = predictor.service
+    monkeypatch.setattr(service, "_last_sweep", -float("inf"))
+    service.tidy_up()
+    assert not old.exists() and fresh.exists()  # a fresh one may still be read
+    os.utime(fresh, (time.time() - 120, time.time() - 120))
+    service.tidy_up()  # within a minute of the last sweep: nothing looks
+    assert fresh.exists()
+
+
+def test_the_service_s_batcher_tidies_up_when_idle(predictor, loop, embed):
+    embed(texts=["hello"])
+    assert predictor.service._batcher.on_idle == predictor.service.tidy_up
