@@ -175,7 +175,9 @@ class EmbeddingService:
             token_counts=counts, truncated=truncated, usage={"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
             embeddings_file=result.finish(),
         )
-        return response, report(texts=total, tokens=sum(counts), truncated_texts=sum(truncated), encode=0.0, **times)
+        rows = times.pop("forward_rows")
+        return response, report(texts=total, tokens=sum(counts), truncated_texts=sum(truncated),
+                                texts_per_forward=sum(rows) / max(len(rows), 1), encode=0.0, **times)
 
     def _file_chunks(self, texts_file: TextsFile) -> Iterator[list[str]]:
         return read_chunks(texts_file, self.limits, FILE_CHUNK_TEXTS, self.limits.max_chars_per_request)
@@ -197,9 +199,10 @@ class EmbeddingService:
 
     async def _embed_file(self, texts_file: TextsFile, options: Options, result: ResultFile, total: int,
                           started: float) -> tuple[list[int], list[bool], dict]:
+        """Chunk by chunk: prepare, embed through the batcher, append to the result; counts and timings."""
         counts: list[int] = []
         truncated: list[bool] = []
-        times = {"tokenize": 0.0, "queue_and_forward": 0.0, "forward": 0.0}
+        times = {"tokenize": 0.0, "queue_and_forward": 0.0, "forward": 0.0, "forward_rows": []}
         chunks = self._file_chunks(texts_file)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             t0 = time.perf_counter()
@@ -209,6 +212,7 @@ class EmbeddingService:
             times["tokenize"] += t1 - t0
             times["queue_and_forward"] += time.perf_counter() - t1
             times["forward"] += job.forward_seconds
+            times["forward_rows"] += job.forward_rows
             await asyncio.to_thread(result.write, vectors)  # off the event loop: .jsonl rows take a while
             del vectors  # the chunk is on disk: free it before trimming
             return_freed_memory()

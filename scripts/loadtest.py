@@ -468,10 +468,8 @@ def run_fairness(args, weights: Path, log_path: Path) -> dict:
             during.append({**send(server, q), "expect": None})
         runner.join()
     metrics = big_result["body"]["metrics"]
-    # Without texts per forward in the metrics (a bulk job may not report it) there are no per-forward figures.
-    per_forward = metrics.get("texts_per_forward") or float("nan")
-    forwards = round(metrics["texts"] / per_forward) if per_forward == per_forward else None
-    mean_forward_s = metrics["seconds"]["forward"] / forwards if forwards else float("nan")
+    forwards = round(metrics["texts"] / metrics["texts_per_forward"])
+    mean_forward_s = metrics["seconds"]["forward"] / forwards
     report = {
         "big_kind": args.big_kind, "big_texts": args.big_texts,
         "big_alone_s": big_alone, "big_with_queries_s": big_result["seconds"],
