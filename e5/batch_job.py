@@ -26,6 +26,7 @@ import pyarrow as pa
 import torch
 
 from .engine import Embedder
+from .memory import return_freed_memory
 from .service import prepare
 from .validation import Limits, Options, validate_options, validate_text
 
@@ -102,4 +103,8 @@ class EmbedBatch:
         self.embedder = Embedder.load(weights_dir, device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return embed_table(self.embedder, batch, self.options, self.text_column, self.max_chars)
+        out = embed_table(self.embedder, batch, self.options, self.text_column, self.max_chars)
+        # As the `texts_file` path does after each chunk: glibc keeps what a batch's forwards freed in
+        # per-thread arenas, and the actor's memory would grow with every batch.
+        return_freed_memory()
+        return out
