@@ -42,6 +42,7 @@ from ray.data.datasource import FileBasedDatasource  # noqa: E402
 from e5.batch_job import FILE_COLUMN, OUTPUT_COLUMNS, ROW_COLUMN, EmbedBatch  # noqa: E402
 from e5.errors import E5Error, InputError  # noqa: E402
 from e5.instructions import DEFAULT_TASK, INPUT_TYPES  # noqa: E402
+from e5.model import check_weights_dir  # noqa: E402
 from e5.validation import Limits, Options  # noqa: E402
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv", ".txt": "txt"}
@@ -213,6 +214,16 @@ def task_error(err: BaseException) -> E5Error | None:
     return cause if isinstance(cause, E5Error) else None
 
 
+def check_weights(weights: str) -> None:
+    """Refuse a missing or incomplete checkpoint before any actor starts, where the driver can tell.
+
+    On a local Ray (one node) the driver sees what the actors will; on a cluster the folder may exist on the
+    workers only, and an actor that finds none fails as it starts (Ray's error then carries the same words).
+    """
+    if Path(weights).exists() or len(ray.nodes()) == 1:
+        check_weights_dir(Path(weights))
+
+
 def default_gpus() -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
@@ -287,6 +298,7 @@ def main(argv=None) -> int:
     context.raise_original_map_exception = True  # see task_error
     started = time.perf_counter()
     try:
+        check_weights(args.weights)
         build(args).write_parquet(args.output, mode="overwrite" if args.overwrite else "error")
     except Exception as err:
         error = task_error(err)

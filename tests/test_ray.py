@@ -282,3 +282,10 @@ def test_an_existing_output_is_kept_unless_overwrite_is_given(tmp_path, capsys):
     assert ray_embed.main([str(tmp_path), "--output", str(tmp_path / "out")]) == 1
     assert "add --overwrite" in capsys.readouterr().err
     assert (tmp_path / "out" / "old.parquet").read_bytes() == b"earlier results"
+
+
+def test_missing_weights_stop_the_job_before_any_actor_starts(cluster, tmp_path, capsys):
+    texts = write(tmp_path / "a.txt", TEXTS[:2])
+    assert ray_embed.main([str(texts), "--output", str(tmp_path / "out"), "--weights", str(tmp_path / "none")]) == 1
+    assert f"ray_embed: weights directory {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
