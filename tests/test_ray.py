@@ -180,7 +180,9 @@ def test_the_format_comes_from_the_name_past_a_compression_suffix(name, fmt):
 def cluster():
     # Workers import e5 (the batch function) and ray_embed (the reader): give them the repository and scripts/.
     path = os.pathsep.join([str(ROOT), str(ROOT / "scripts")])
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    # On loopback: the test cluster talks to nothing but itself.
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield
     ray.shutdown()
 
