@@ -106,17 +106,21 @@ def quarter_peaks(samples: list[float]) -> list[float]:
     return [max(samples[i * n // 4 : max((i + 1) * n // 4, i * n // 4 + 1)], default=0.0) for i in range(4)]
 
 
-class RssSampler:
-    """Resident memory every 0.2 s on a thread; Linux only (reads /proc)."""
+class PeriodicSampler:
+    """Calls `sample()` every `interval_s` on a thread while the `with` block runs."""
+
+    interval_s = 0.2
 
     def __init__(self):
-        self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self):
-        while not self._stop.wait(0.2):
-            self.samples.append(current_rss_mb())
+        while not self._stop.wait(self.interval_s):
+            self.sample()
 
     def __enter__(self):
         self._thread.start()
@@ -125,6 +129,17 @@ class RssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class RssSampler(PeriodicSampler):
+    """This process's resident memory every 0.2 s; Linux only (reads /proc)."""
+
+    def __init__(self):
+        super().__init__()
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        self.samples.append(current_rss_mb())
 
 
 BASE = dict(task="Given a web search query, retrieve relevant passages that answer the query", input_type="document",

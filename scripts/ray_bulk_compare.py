@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,18 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
+from bulk_run import PeriodicSampler, write_texts  # noqa: E402
+from synthetic_checkpoint import write_checkpoint  # noqa: E402
 
 RAY_SUMMARY = re.compile(r"ray_embed: (\d+) texts -> .* in ([\d.]+)s")
-
-
-def write_texts(path: Path, n: int) -> Path:
-    """scripts/bulk_run.py's corpus: N lines of 2-8 words from the checkpoint's seed words, seed 0."""
-    rng = random.Random(0)
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            f.write(" ".join(rng.choice(SEED_WORDS) for _ in range(rng.randint(2, 8))) + "\n")
-    return path
 
 
 # --- memory of a process tree (Linux /proc) --------------------------------------------------------------
@@ -95,38 +85,30 @@ def command_of(pid: int) -> str:
         return ""
 
 
-class TreeSampler:
+class TreeSampler(PeriodicSampler):
     """Every 0.5 s: the tree's summed PSS, and each process's peak resident memory (VmHWM) and command."""
 
+    interval_s = 0.5
+
     def __init__(self, root: int):
+        super().__init__()
         self.root = root
         self.pss_mb: list[float] = []
         self.peak_rss_mb: dict[int, float] = {}
         self.cpu_ticks: dict[int, int] = {}  # each process's user + system time at its last sample
         self.commands: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.wait(0.5):
-            total = 0
-            ticks = cpu_ticks()
-            for pid in tree(self.root):
-                self.cpu_ticks[pid] = ticks.get(pid, self.cpu_ticks.get(pid, 0))
-                total += proc_kb(pid, "smaps_rollup", "Pss")
-                hwm = proc_kb(pid, "status", "VmHWM") / 1024
-                if hwm:
-                    self.peak_rss_mb[pid] = max(self.peak_rss_mb.get(pid, 0.0), hwm)
-                    self.commands[pid] = command_of(pid) or self.commands.get(pid, "")
-            self.pss_mb.append(total / 1024)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        total = 0
+        ticks = cpu_ticks()
+        for pid in tree(self.root):
+            self.cpu_ticks[pid] = ticks.get(pid, self.cpu_ticks.get(pid, 0))
+            total += proc_kb(pid, "smaps_rollup", "Pss")
+            hwm = proc_kb(pid, "status", "VmHWM") / 1024
+            if hwm:
+                self.peak_rss_mb[pid] = max(self.peak_rss_mb.get(pid, 0.0), hwm)
+                self.commands[pid] = command_of(pid) or self.commands.get(pid, "")
+        self.pss_mb.append(total / 1024)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time per kind of process (every process of the tree started during the run, so all of it)."""
@@ -270,8 +252,7 @@ def main(argv=None) -> int:
         child_predict(args.child_predict, weights)
         return 0
 
-    folder = Path(tempfile.mkdtemp(prefix="e5-compare-"))
-    texts_file = write_texts(folder / "texts.txt", args.texts)
+    texts_file = write_texts(args.texts)  # the corpus bulk_run.py measures
     runs = []
     for r in range(args.rounds):
         for run in (lambda: run_predict(texts_file, weights), lambda: run_ray(texts_file, weights, args.rows_per_batch)):
@@ -281,7 +262,7 @@ def main(argv=None) -> int:
                   f"= {result['texts_per_second']:.0f} texts/s (wall {result['wall_seconds']:.0f}s); peak PSS of the "
                   f"process tree {result['tree_peak_pss_mb']} MB, engine process peak RSS "
                   f"{result['engine_peak_rss_mb']} MB; load before {result['load_before'][0]}", flush=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(texts_file.parent, ignore_errors=True)
     ratios = [b["texts_per_second"] / a["texts_per_second"] for a, b in zip(runs[::2], runs[1::2])]
     print(f"ray / predict throughput, per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
           f"median {statistics.median(ratios):.3f}")
