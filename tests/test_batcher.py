@@ -255,6 +255,33 @@ def test_new_requests_each_get_a_piece_in_the_next_round():
     assert sorted(forwards[0]) == [100, 200] and forwards[1] == [101]
 
 
+def test_a_request_cancelled_mid_round_loses_its_forward_in_that_round():
+    """Three new requests share a round planned into three forwards; the third is cancelled during the first."""
+    from e5.batcher import Batcher
+
+    forwards: list[list[int]] = []
+    requests = [[[100 * k + i] + [5] * (99 - 10 * k) for i in range(1)] for k in range(1, 4)]  # 89, 79, 69 tokens
+
+    async def scenario():
+        embedder = fake_embedder(budget=100, forward_s=0.1, forwards=forwards)
+        batcher = Batcher(embedder, max_wait_s=0.05, round_tokens=300)
+        try:
+            with batcher.arriving():  # all three queued before the round is taken
+                jobs = [asyncio.ensure_future(batcher.embed(r, [True])) for r in requests]
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.15)  # the round's first forward is running
+            jobs[2].cancel()
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            await asyncio.sleep(0.3)  # time for a third forward, had it stayed in the plan
+            return results
+        finally:
+            batcher.close()
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [ids[0] for ids in forwards] == [100, 200], forwards  # the third never ran
+
+
 def test_a_cancelled_request_s_texts_are_not_computed(predictor, loop, embed):
     want = np.array(embed(texts=TEXTS).embeddings)
     stats = predictor.service._batcher.stats
