@@ -17,6 +17,7 @@ WHEELS=(
   cog==0.23.1             # the image's pin: predict.py imports it, the load test runs its server
   coglet==0.23.1          # cog's HTTP server (Rust); cog 0.23.1 needs it
   structlog==26.1.0       # cog needs it; not on the device
+  pytest-timeout==2.4.0   # pytest.ini's timeout
 )
 
 mkdir -p .whl

@@ -4,8 +4,8 @@
 
 Each mutation replaces one line of the engine in a fresh copy of the repository (the files git tracks), then
 runs the test files that cover that code. Killed: at least one test failed. Survived: every test passed, so
-nothing guards that line. A mutation whose line is no longer in the file is reported as stale (the list below
-must follow the code).
+nothing guards that line. Hung: the tests neither passed nor failed within HUNG_S. A mutation whose line is no
+longer in the file is reported as stale (the list below must follow the code).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+HUNG_S = 1800  # a mutant's tests still running after this long hang (pytest.ini's per-test timeout is 900 s)
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,12 @@ def run(mutation: Mutation) -> dict:
             return {"mutation": mutation.name, "result": "stale", "found": source.count(mutation.line)}
         path.write_text(source.replace(mutation.line, mutation.replacement), encoding="utf-8")
         start = time.perf_counter()
-        test = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
-                              cwd=tree, capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        try:
+            test = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                   *mutation.tests], cwd=tree, capture_output=True, text=True, timeout=HUNG_S,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        except subprocess.TimeoutExpired:  # the tests hang instead of failing: not a kill
+            return {"mutation": mutation.name, "result": "hung", "tests": list(mutation.tests), "seconds": HUNG_S}
         failed = [line.split(" - ")[0].removeprefix("FAILED ") for line in test.stdout.splitlines()
                   if line.startswith("FAILED ")]
         return {"mutation": mutation.name, "result": "killed" if test.returncode else "survived",

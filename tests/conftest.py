@@ -103,7 +103,7 @@ def trained_embed(trained_predictor, loop):
     """predict() on the trained model, every argument given (defaults filled in)."""
 
     def call(**kwargs):
-        return loop.run_until_complete(trained_predictor.predict(**{**DEFAULTS, **kwargs}))
+        return loop.run_until_complete(within_bound(trained_predictor.predict(**{**DEFAULTS, **kwargs})))
 
     return call
 
@@ -120,9 +120,18 @@ def embed(predictor, loop):
     """Call predict() with every argument (defaults filled in), on the session's event loop."""
 
     def call(**kwargs):
-        return loop.run_until_complete(predictor.predict(**{**DEFAULTS, **kwargs}))
+        return loop.run_until_complete(within_bound(predictor.predict(**{**DEFAULTS, **kwargs})))
 
     return call
+
+
+# A request that never ends must fail its test, not hold the suite: a batcher that loses a request hangs its
+# caller forever (pytest.ini's timeout is the last resort, for the whole test).
+HANG_S = 300
+
+
+def within_bound(awaitable):
+    return asyncio.wait_for(awaitable, HANG_S)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DEFAULTS
+from conftest import DEFAULTS, within_bound
 from e5 import EngineError, InputError
 
 TEXTS = [f"query number {i} about protein" for i in range(12)]
@@ -17,11 +17,11 @@ TEXTS = [f"query number {i} about protein" for i in range(12)]
 
 def gather(predictor, loop, requests):
     async def run():
-        return await asyncio.gather(
+        return await within_bound(asyncio.gather(
             *(predictor.predict(**{**DEFAULTS, **r}) for r in requests), return_exceptions=True
-        )
+        ))
 
-    return loop.run_until_complete(run())
+    return loop.run_until_complete(within_bound(run()))
 
 
 def test_concurrent_requests_share_forwards_and_get_their_own_vectors(predictor, loop, embed):
@@ -72,7 +72,7 @@ def test_a_cancelled_request_leaves_its_batch_mates_intact(predictor, loop, embe
         doomed.cancel()
         return await asyncio.gather(doomed, keeper, return_exceptions=True)
 
-    doomed, keeper = loop.run_until_complete(run())
+    doomed, keeper = loop.run_until_complete(within_bound(run()))
     assert isinstance(doomed, asyncio.CancelledError)
     assert np.abs(np.array(keeper.embeddings) - want).max() < 1e-5
     assert predictor.healthcheck()
@@ -297,7 +297,7 @@ def test_a_cancelled_request_s_texts_are_not_computed(predictor, loop, embed):
         await asyncio.sleep(0.2)  # anything still queued for the cancelled request would run now
         return doomed, keeper, stats.rows - rows_before
 
-    doomed, keeper, rows = loop.run_until_complete(run())
+    doomed, keeper, rows = loop.run_until_complete(within_bound(run()))
     assert doomed.cancelled()
     assert rows < len(doomed_texts) // 2, rows  # most of its texts never reached a forward
     assert np.abs(np.array(keeper.embeddings) - want).max() < 1e-5
