@@ -282,6 +282,55 @@ def test_a_request_cancelled_mid_round_loses_its_forward_in_that_round():
     assert [ids[0] for ids in forwards] == [100, 200], forwards  # the third never ran
 
 
+def test_a_request_cancelled_while_its_round_is_planned_takes_no_room_in_it():
+    """Cancelled while the forward thread plans it: its piece would take room a live request needs."""
+    import threading
+
+    from e5.batcher import Batcher
+
+    doomed = [[100] + [5] * 19]  # 20 tokens: the smaller piece, so it would be taken first
+    keeper = [[200] + [5] * 89]  # 90 tokens: fits a round of 100 only without the doomed piece
+    planning, release = threading.Event(), threading.Event()
+    rounds: list[list[int]] = []
+
+    async def scenario():
+        embedder = fake_embedder(budget=100)
+        plan = embedder.plan
+
+        def slow_plan(lengths):
+            planning.set()
+            release.wait(5)
+            return plan(lengths)
+
+        embedder.plan = slow_plan
+        batcher = Batcher(embedder, max_wait_s=0.05, round_tokens=100)
+        take_round = batcher._take_round
+
+        def recorded_round():
+            pieces = take_round()
+            rounds.append([job.sequences[row][0] for piece in pieces for job, row in piece])
+            return pieces
+
+        batcher._take_round = recorded_round
+        try:
+            with batcher.arriving():  # both queued before the round is planned
+                jobs = [asyncio.ensure_future(batcher.embed(r, [True])) for r in (doomed, keeper)]
+                await asyncio.sleep(0)
+            while not planning.is_set():
+                await asyncio.sleep(0.001)
+            jobs[0].cancel()
+            await asyncio.sleep(0.01)  # the cancellation reaches the job's future
+            release.set()
+            return await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 5)
+        finally:
+            release.set()
+            batcher.close()
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert rounds[0] == [200], rounds  # the first round is the live request's, whole
+
+
 def test_a_cancelled_request_s_texts_are_not_computed(predictor, loop, embed):
     want = np.array(embed(texts=TEXTS).embeddings)
     stats = predictor.service._batcher.stats
