@@ -17,9 +17,9 @@ TEXTS = [f"query number {i} about protein" for i in range(12)]
 
 def gather(predictor, loop, requests):
     async def run():
-        return await within_bound(asyncio.gather(
+        return await asyncio.gather(
             *(predictor.predict(**{**DEFAULTS, **r}) for r in requests), return_exceptions=True
-        ))
+        )
 
     return loop.run_until_complete(within_bound(run()))
 
