@@ -139,9 +139,9 @@ class DeviceProfile:
     row_tokens: int = 0  # short texts share rows of up to this many tokens (batching.pack_rows); 0: one per row
 
 
-# Measured on 2 CPU cores with the full-size model (scripts/benchmark.py's machine): throughput peaks at
+# Measured on 2 CPU cores with the full-size model (benchmarks/benchmark.py's machine): throughput peaks at
 # 1-2k tokens per forward and falls past 4k (activations leave the cache). A forward's fixed cost is what
-# `scripts/forward_cost.py` fits from forwards of 32-1,920 tokens: 148-178 ms, 58-66 tokens at 2.5-2.7 ms a
+# `benchmarks/forward_cost.py` fits from forwards of 32-1,920 tokens: 148-178 ms, 58-66 tokens at 2.5-2.7 ms a
 # token (two runs). 32, the earlier value, made the planner cut some groups of 16 short queries (a closed
 # loop of 16 clients; 19 of 200 in tests/test_engine.py) into two forwards to save a few pad tokens; the
 # second part then waited for the first, and a load test's groups fell out of step. At 64 they stay whole.
@@ -184,7 +184,7 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
     """fp16 with a memory-derived token budget on CUDA; fp32 and a fixed budget on CPU.
 
     E5_TOKEN_BUDGET overrides the budget on either, E5_ROW_TOKENS the packing (0 turns it off),
-    E5_FORWARD_COST the planner's fixed cost per forward (what scripts/forward_cost.py measures).
+    E5_FORWARD_COST the planner's fixed cost per forward (what benchmarks/forward_cost.py measures).
     """
     env = os.environ if environ is None else environ
     if device.startswith("cuda"):

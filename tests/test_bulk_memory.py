@@ -1,5 +1,5 @@
 """No file a user uploads makes the worker's memory grow with the file: hostile files through predict() in a
-fresh process (scripts/bulk_run.py --hostile), each refused with its message and its peak memory bounded.
+fresh process (benchmarks/bulk_run.py --hostile), each refused with its message and its peak memory bounded.
 
 The rise is the peak resident memory during the case (reset to the current figure just before, through
 /proc/self/clear_refs; where that is refused, the peak since start: an upper bound) less the resident memory
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from cog_server import ROOT
+from testkit.cog_server import ROOT
 
 # case -> (the error it must get, the most its peak may rise above the memory before it, in MB)
 EXPECTED = {
@@ -34,7 +34,7 @@ EXPECTED = {
 def hostile(checkpoint_dir):
     env = {**os.environ, "E5_MAX_FILE_TEXTS": "100000", "E5_MAX_FILE_BYTES": "600000000"}
     run = subprocess.run(
-        [sys.executable, "scripts/bulk_run.py", "--hostile", "--megabytes", "500", "--sparse", "--json-lines",
+        [sys.executable, "-m", "benchmarks.bulk_run", "--hostile", "--megabytes", "500", "--sparse", "--json-lines",
          "--weights", str(checkpoint_dir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from cog_server import CogServer
+from testkit.cog_server import CogServer
 from e5.bulk import RESULT_PREFIX
 
 TEXTS = [f"passage {i}: the protein women need, 南瓜的家常做法" + " more" * (i % 5) for i in range(12)]

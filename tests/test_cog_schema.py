@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import cog_schema
+from scripts import cog_schema
 from e5.instructions import DEFAULT_TASK, INPUT_TYPES, PRESETS
 from e5.validation import ENCODING_FORMATS, OUTPUT_FILE_FORMATS
 

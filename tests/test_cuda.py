@@ -1,9 +1,9 @@
 """The CUDA path: fp16 against the model card's fp32 on the same GPU, a real out-of-memory, padding, warm-up.
 
-Tests marked `cuda` need a GPU and are skipped without one (scripts/gpu_check.sh runs them on a lent
+Tests marked `cuda` need a GPU and are skipped without one (benchmarks/gpu_check.sh runs them on a lent
 device); the others check the same logic on the CPU. `E5_CUDA_WEIGHTS` names the checkpoint
-(scripts/gpu_check.py builds the full-size architecture there); without it, the session's 2-layer one.
-Measured values go to the JUnit XML as properties (`record_property`), where scripts/gpu_check.py reads them.
+(benchmarks/gpu_check.py builds the full-size architecture there); without it, the session's 2-layer one.
+Measured values go to the JUnit XML as properties (`record_property`), where benchmarks/gpu_check.py reads them.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-import benchmark
+from benchmarks import benchmark
 from conftest import DEFAULTS
 from e5 import Embedder, EngineError
 from e5.model import device_profile
 from reference import ModelCard
-from synthetic_checkpoint import SEED_WORDS
+from testkit.synthetic_checkpoint import SEED_WORDS
 
 HAS_CUDA = torch.cuda.is_available()
 FP16_MIN_COSINE = 0.9999  # issue 21's target for fp16 drift against the fp32 reference

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-import download_weights as dw
-from cog_server import free_port
+from scripts import download_weights as dw
+from testkit.cog_server import free_port
 
 
 def test_verify_accepts_the_right_file_and_rejects_altered_ones(tmp_path):

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh: its dry run on the CPU runs every part and writes every report; its pieces do what they say."""
+"""benchmarks/gpu_check.sh: its dry run on the CPU runs every part and writes every report; its pieces do what they say."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import gpu_check
+from benchmarks import gpu_check
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA_TESTS = {
@@ -30,7 +30,7 @@ def dry_run(checkpoint_dir, tmp_path_factory):
     out, work = tmp_path_factory.mktemp("gpu-out"), tmp_path_factory.mktemp("gpu-work")
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("OUT", None)
-    run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--dry-run", "--weights", str(checkpoint_dir),
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--dry-run", "--weights", str(checkpoint_dir),
                           "--work", str(work)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     return run, out
 
@@ -229,7 +229,7 @@ def test_summary_says_what_was_not_measured():
 
 
 def test_the_load_test_wrapper_sets_the_tolerance_and_records_it(tmp_path, monkeypatch):
-    import loadtest
+    from benchmarks import loadtest
 
     report = tmp_path / "load.json"
     seen = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cog_server import ROOT, CogServer
+from testkit.cog_server import ROOT, CogServer
 from e5.encodings import decode_base64
 
 

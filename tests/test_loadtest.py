@@ -1,4 +1,4 @@
-"""A short run of scripts/loadtest.py against the real server: nothing lost, nothing wrong."""
+"""A short run of benchmarks/loadtest.py against the real server: nothing lost, nothing wrong."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-import loadtest
+from benchmarks import loadtest
 
 
 def args(**overrides):

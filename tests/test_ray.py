@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-import ray_embed
+from scripts import ray_embed
 from conftest import ROOT
 from e5 import InputError
 from e5.batch_job import FILE_COLUMN, ROW_COLUMN, EmbedBatch, embed_table, runs
 from e5.validation import Limits, Options, validate_options
-from synthetic_checkpoint import SEED_WORDS
+from testkit.synthetic_checkpoint import SEED_WORDS
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
@@ -178,8 +178,8 @@ def test_the_format_comes_from_the_name_past_a_compression_suffix(name, fmt):
 
 @pytest.fixture(scope="module")
 def cluster():
-    # Workers import e5 (the batch function) and ray_embed (the reader): give them the repository and scripts/.
-    path = os.pathsep.join([str(ROOT), str(ROOT / "scripts")])
+    # Workers import e5 (the batch function) and scripts.ray_embed (the reader): give them the repository.
+    path = str(ROOT)
     # On loopback: the test cluster talks to nothing but itself.
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": path}})

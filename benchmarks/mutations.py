@@ -1,6 +1,6 @@
 """Disable each guard in turn and see whether the tests notice: which mutations the suite kills.
 
-    python scripts/mutations.py [--only NAME] [--json docs/mutations.json]
+    python -m benchmarks.mutations [--only NAME] [--json docs/runs/mutations.json]
 
 Each mutation replaces one line of the engine in a fresh copy of the repository (the files git tracks), then
 runs the test files that cover that code. Killed: at least one test failed. Survived: every test passed, so

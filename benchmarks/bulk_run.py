@@ -1,9 +1,9 @@
 """Time and memory of a bulk job: N short texts through `texts_file`, as the predictor serves it.
 
-    python scripts/bulk_run.py [--texts 100000] [--weights DIR] [--format npy] [--target-seconds S] [--json out.json]
-    python scripts/bulk_run.py --hostile [--megabytes 1000] [--sparse] [--json-lines]
-    python scripts/bulk_run.py --server [--texts 20000 | --upload-megabytes 200]
-    python scripts/bulk_run.py --read-speed [--texts 1000000]
+    python -m benchmarks.bulk_run [--texts 100000] [--weights DIR] [--format npy] [--target-seconds S] [--json out.json]
+    python -m benchmarks.bulk_run --hostile [--megabytes 1000] [--sparse] [--json-lines]
+    python -m benchmarks.bulk_run --server [--texts 20000 | --upload-megabytes 200]
+    python -m benchmarks.bulk_run --read-speed [--texts 1000000]
 
 Uses the 2-layer generated test checkpoint unless --weights is given. Prints the wall time, texts/s,
 the peak resident memory of the process, and that of the same predictor after a 10-text request (so the
@@ -53,10 +53,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
+from testkit.synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -248,7 +246,7 @@ def run_through_server(weights: Path, texts_path: Path) -> None:
     """One bulk job through the real server; `texts_path` a file of texts, or a hostile file it must refuse."""
     import base64
 
-    from cog_server import CogServer
+    from testkit.cog_server import CogServer
 
     upload = "data:text/plain;base64," + base64.b64encode(texts_path.read_bytes()).decode()
     temp = Path(tempfile.mkdtemp(prefix="e5-server-tmp-"))

