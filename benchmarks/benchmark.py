@@ -534,7 +534,7 @@ def main(argv=None) -> int:
         for size in st_sizes:
             try:
                 contenders.append(SentenceTransformersCode(weights, device, dtype, size))
-            except Exception as err:  # another library's install on a lent device must not cost the other figures
+            except Exception as err:  # a broken install of another library must not cost the other figures
                 contender_errors[f"sentence-transformers (batch {size or 'default'})"] = f"{type(err).__name__}: {err}"
                 print(f"  sentence-transformers (batch {size or 'default'}) left out: {type(err).__name__}: {err}", flush=True)
 

@@ -1,7 +1,7 @@
-"""The GPU check: the figures the CUDA path needs, in one command that fits a lent device's 10 minutes.
+"""The GPU check: the figures the CUDA path needs, in one command that finishes within 10 minutes.
 
-    bash benchmarks/gpu_check.sh [OUT_DIR]                      # on the device (docs/gpu.md); OUT_DIR defaults to $OUT
-    python -m benchmarks.gpu_check --out DIR [--dry-run] [--weights DIR] [--budget-s 450]
+    bash benchmarks/gpu_check.sh [OUT_DIR]                      # on a CUDA machine (docs/gpu.md); OUT_DIR defaults to gpu-out/
+    python -m benchmarks.gpu_check [--out DIR] [--dry-run] [--weights DIR] [--budget-s 450]
 
 Parts, most important first, each in its own process under its own time limit and the run's budget (a part
 that would start with too little time left is skipped, and says so):
@@ -19,10 +19,10 @@ that would start with too little time left is skipped, and says so):
   bulk          benchmarks/bulk_run.py: one texts_file job sized to take about 30 s
 
 After each part it rewrites DIR/gpu-check.json (every part's status, seconds, command and report) and
-DIR/summary.txt (the figures against issue 21's targets and the CUDA profile in e5/model.py), and appends
+DIR/summary.txt (the figures against the check's targets and the CUDA profile in e5/model.py), and appends
 the part's output to DIR/log.txt: a run cut short still leaves what it finished. The benchmark's chart
 goes to DIR/chart.png. --dry-run runs the same parts on the CPU with tiny counts and the 2-layer checkpoint
-(or --weights), so the script is known to work before a device is lent (tests/test_gpu_check.py).
+(or --weights), so the script is known to work on a machine without a GPU (tests/test_gpu_check.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 XLMR_TOKENIZER = ROOT / ".whl" / "xlmr-tokenizer"  # written by benchmarks/gpu_wheels.sh
 
-# Issue 21's targets (H200, full-size architecture, fp16).
+# The check's targets: what the project aims for on an H200-class GPU, full-size architecture, fp16.
 TARGETS = {
     "mixed_vs_st_best": 1.3,  # our mixed-workload tokens/s over sentence-transformers' at its best batch size
     "mfu": 0.40,  # of the measured fp16 matmul rate
@@ -63,14 +63,15 @@ LOG_TAIL_CHARS = 200_000  # of each part's output kept in log.txt
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each part does: the GPU's counts fit ~6 minutes of an H200, the dry run's a minute of a CPU."""
+    """How much each part does: the GPU's counts are meant to fit ~6 minutes of an H200 (not yet measured), the dry run's a
+    minute of a CPU."""
 
     benchmark: tuple[str, ...]
     forward_cost: tuple[str, ...]
     concurrency: tuple[str, ...]
     bulk: tuple[str, ...]
     limits: dict = field(default_factory=dict)  # part -> seconds
-    budget_s: float = 450.0  # the whole run: well inside one device command's 10 minutes
+    budget_s: float = 450.0  # the parts' share of the 10 minutes; the rest is the wheels' install and the copies
     tests: tuple[str, ...] = ()  # extra pytest arguments for tests/test_cuda.py
     env: dict = field(default_factory=dict)  # part -> extra environment
 
@@ -284,10 +285,10 @@ def fmt(value, spec: str = ".3f", missing: str = "-") -> str:
 
 
 def summary_lines(results: dict) -> list[str]:
-    """What the run measured, against issue 21's targets and e5/model.py's CUDA profile. Pure: dict in, lines out."""
+    """What the run measured, against the check's targets and e5/model.py's CUDA profile. Pure: dict in, lines out."""
     env = report_of(results, "environment") or {}
     gpu = env.get("gpu") or {}
-    lines = [f"GPU check {results.get('started', '')}, {'dry run (CPU)' if results.get('dry_run') else 'device run'}: "
+    lines = [f"GPU check {results.get('started', '')}, {'dry run (CPU)' if results.get('dry_run') else 'GPU run'}: "
              f"{gpu.get('name', 'no GPU')}, torch {env.get('torch')}, CUDA {env.get('cuda')}, transformers "
              f"{env.get('transformers')}, sentence-transformers {env.get('sentence-transformers')}, cog {env.get('cog')}",
              f"checkpoint: {results.get('weights')}", "", "parts:"]
@@ -298,7 +299,7 @@ def summary_lines(results: dict) -> list[str]:
     bench, cost = report_of(results, "benchmark"), report_of(results, "forward_cost")
     tests, load, bulk = report_of(results, "cuda_tests"), report_of(results, "concurrency"), report_of(results, "bulk")
     t = TARGETS
-    lines += ["", "targets (issue 21: H200, full-size architecture, fp16):"]
+    lines += ["", "targets (full-size architecture, fp16):"]
     ratio, best = st_best_ratio(bench)
     lines.append(f"  mixed workload vs sentence-transformers at its best batch ({best or '-'}): {fmt(ratio, '.2f')}x "
                  f"(>= {t['mixed_vs_st_best']}x): {verdict(ratio, t['mixed_vs_st_best'])}")
@@ -448,7 +449,7 @@ def main(argv=None) -> int:
         return loadtest_within(args.tolerance, args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "gpu-out")
+    parser.add_argument("--out", type=Path, default=ROOT / "gpu-out", help="the folder for the results (default: gpu-out/)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny counts, the 2-layer checkpoint: proves the script")
     parser.add_argument("--weights", type=Path, help="use this checkpoint instead of building one")
     parser.add_argument("--work", type=Path, help="where the parts write (default: a new folder under /tmp)")

