@@ -50,6 +50,8 @@ def engine_error(err: BaseException) -> E5Error:
 
 @dataclass(eq=False)
 class Job:
+    """A request's sequences in the batcher: planned alone into pieces, served round by round, answered by `future`."""
+
     sequences: list[list[int]]
     normalize: list[bool]
     future: asyncio.Future
@@ -320,7 +322,7 @@ class Batcher:
         return await self.loop.run_in_executor(self._executor, run)
 
     async def _retry_apart(self, items: list[tuple[Job, int]], err: Exception) -> None:
-        """A failed micro-batch: run each request's share alone, so only the one that breaks fails."""
+        """A failed micro-batch: run each job's share alone, so only the one that breaks fails."""
         jobs = list(dict.fromkeys(job for job, _ in items))
         self.stats.failures += 1
         if len(jobs) == 1:

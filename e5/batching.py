@@ -1,8 +1,8 @@
 """Planning micro-batches: pure list code, no model.
 
-Sequences are sorted longest first and cut into contiguous batches, each padded to its first (longest)
-member. A plan costs what the model really computes: every padded token, plus a fixed cost per forward
-(reading all the weights, launching every kernel) counted in tokens. The planner picks the cuts that
+Sequences are sorted longest first and cut into contiguous micro-batches ("batches" below), each padded to
+its first (longest) member. A plan costs what the model really computes: every padded token, plus a fixed
+cost per forward (reading all the weights, launching every kernel) counted in tokens. The planner picks the cuts that
 minimize that cost under a budget of padded tokens per batch. Short texts then travel in large batches
 and long ones in small, padding stays low without splitting a handful of texts into forwards too small
 to pay for themselves, and the largest batch comes first, so an out-of-memory shows at once.

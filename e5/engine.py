@@ -45,7 +45,7 @@ class Embedder:
         self.dimensions = model.config.hidden_size
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
-        self.forward_calls = 0  # micro-batches run, for metrics and tests of merging
+        self.forward_calls = 0  # forwards run (each half of a split micro-batch too), for metrics and tests
 
     @classmethod
     def load(cls, weights_dir: str | Path, device: str | None = None, dimensions: int | None = None) -> "Embedder":
@@ -81,7 +81,7 @@ class Embedder:
     # --- forward ---------------------------------------------------------------------------------------
 
     def plan(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Batches of indices into `lengths`: short texts packed into rows, then rows planned under the budget."""
+        """Micro-batches of indices into `lengths`: short texts packed into rows, rows planned under the budget."""
         p = self.profile
         rows = pack_rows(lengths, p.row_tokens)
         batches = plan_batches([sum(lengths[i] for i in row) for row in rows], p.token_budget, p.pad_multiple, p.forward_cost)

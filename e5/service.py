@@ -154,8 +154,8 @@ class EmbeddingService:
 
         The first pass refuses a bad record, and with `truncate` off a text past the token limit, before any
         forward runs, and counts the rows the .npy header needs. Each pass holds one chunk at a time, at most
-        FILE_CHUNK_TEXTS texts and as many characters as one request may have. A failed or cancelled job
-        deletes what it wrote.
+        FILE_CHUNK_TEXTS texts and as many characters as one request may have. A failed or cancelled bulk
+        job deletes what it wrote.
         """
         started = time.perf_counter()
         request = validate_file_request(request, self.limits)
