@@ -83,9 +83,11 @@ MODULE_COMMAND = re.compile(rf"python -m ((?:{'|'.join(FOLDERS)})\.[a-z_][a-z0-9
 
 
 def script_commands(markdown: str) -> list[tuple[str, list[str]]]:
-    """(script path, its --flags) for every `[python] scripts/X.py ...` or `python -m benchmarks.X ...` in backticks."""
+    """(script path, its --flags) for every `[python] scripts/X.py ...` or `python -m benchmarks.X ...` in backticks,
+    and on every line of a fenced code block."""
     commands = []
-    for span in re.findall(r"`([^`\n]+)`", markdown):
+    fenced = [line for block in re.findall(r"(?ms)^\s*```[a-z]*\n(.*?)```", markdown) for line in block.splitlines()]
+    for span in re.findall(r"`([^`\n]+)`", markdown) + fenced:
         span = MODULE_COMMAND.sub(lambda m: m.group(1).replace(".", "/") + ".py", span)
         for match in re.finditer(rf"((?:{'|'.join(FOLDERS)})/[\w/.-]+\.py)((?: +[^ ]+)*)", span):
             flags = [word.split("=")[0] for word in match.group(2).split() if word.startswith("--")]
