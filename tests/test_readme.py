@@ -197,10 +197,11 @@ def test_every_json_and_image_in_docs_is_linked():
 
 # Phrases about how the project happens to be worked on, not about the project: a reader has none of those
 # machines, tools or people, so to them such a line is noise. Each phrase is narrow enough that the project's
-# own words never match: pytest's session fixtures, Ray's helper actors, torch's "device".
+# own words never match: pytest's session fixtures, an HTTP client's session, Ray's helper actors, torch's
+# "device".
 WORKPLACE_PHRASES = re.compile(
     r"\b(?:lent device|is lent|was lent|be lent|lent a|lends?|give_back|device tool|device time|device call|"
-    r"other sessions|a session|this session|helper's|the lead's|workplace)\b|\bissue #?\d+'s\b",
+    r"other sessions|sessions? (?:is|was|are) lent|helper's|the lead's|workplace)\b|\bissue #?\d+'s\b",
     re.IGNORECASE,
 )
 TEXT_SUFFIXES = {".md", ".py", ".sh", ".ini", ".yaml", ".yml", ".toml", ".txt", ".cfg"}
@@ -227,7 +228,8 @@ def workplace_talk(text: str, path: Path) -> list[str]:
 
 def test_the_deny_list_catches_what_it_is_for(tmp_path):
     planted = tmp_path / "notes.md"
-    planted.write_text("# Notes\n\nRun it once a session is lent a GPU, then call give_back.\nFine: torch's device.\n")
+    planted.write_text("# Notes\n\nRun it once a session is lent a GPU, then call give_back.\n"
+                       "Fine: torch's device, a requests session, pytest's session fixtures, Ray's helper actors.\n")
     assert workplace_talk(planted.read_text(), planted) == ["Run it once a session is lent a GPU, then call give_back."]
     assert planted in text_files(tmp_path)
 
