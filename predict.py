@@ -18,27 +18,42 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import Embedder
 from e5.batcher import max_wait_from_env
+from e5.model import runtime_report
 from e5.service import EmbeddingService
 from e5.validation import Limits, Options, Request
 
 DEFAULT_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
+class Usage(BaseModel):
+    prompt_tokens: int  # tokens embedded, texts and documents together
+    total_tokens: int  # the same number (as in OpenAI's API)
+
+
+class RankedDocument(BaseModel):
+    index: int  # the document's position in `documents`
+    score: float  # its cosine similarity to the query, rounded to 8 decimals like the vectors
+
+
 class Output(BaseModel):
+    """Every field typed, so the published schema says what comes back (tests/test_output_schema.py checks
+    real responses against it). Vectors and scores leave as numpy arrays (TupleArray: Cog encodes them several
+    times faster than nested lists, see e5/encodings.py); the JSON is the same."""
+
     model: str
     dimensions: int
     encoding_format: str
-    # Vectors, scores and ranking leave as numpy arrays (TupleArray: Cog encodes them several times faster
-    # than nested lists, see e5/encodings.py); the schema and the JSON say list.
-    embeddings: list  # one entry per text, input order (floats, or the chosen compact encoding)
+    embeddings: list[list[float]]  # one vector per text, input order; [] with base64, texts_file
     token_counts: list[int]  # tokens embedded per text, <s> and </s> included
     truncated: list[bool]  # True where a text was cut to the 512-token limit
-    usage: dict  # {"prompt_tokens": n, "total_tokens": n}, texts and documents together
-    document_embeddings: Optional[list] = None
+    usage: Usage
+    embeddings_base64: Optional[list[str]] = None  # encoding_format base64: each vector's float32 bytes
+    document_embeddings: Optional[list[list[float]]] = None  # with documents, as embeddings
+    document_embeddings_base64: Optional[list[str]] = None
     document_token_counts: Optional[list[int]] = None
     document_truncated: Optional[list[bool]] = None
-    scores: Optional[list] = None  # [query][document] cosine similarity
-    ranking: Optional[list] = None  # [query] document indices, best first (top_k of them)
+    scores: Optional[list[list[float]]] = None  # with documents and no top_k: [query][document] cosine
+    ranking: Optional[list[list[RankedDocument]]] = None  # with documents: per query, best first, top_k long
     embeddings_file: Optional[Path] = None  # with `texts_file`: the vectors as .npy or .jsonl
 
 
@@ -58,7 +73,7 @@ class Predictor(BasePredictor):
         p = embedder.profile
         print(
             f"e5: loaded {weights_dir} on {p.device} ({str(p.dtype).removeprefix('torch.')}), "
-            f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; "
+            f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; {runtime_report(p.device)}; "
             f"warm-up {warm:.2f}s, setup {time.perf_counter() - start:.2f}s"
         )
 

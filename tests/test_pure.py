@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 import torch
 
 from e5.batching import best_fit, pack_rows, padding_efficiency, plan_batches, plan_cost, round_up
-from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array
+from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array, vector_fields
 from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
 from e5.model import DeviceProfile, attention_mask_for, average_pool, device_profile, pack_batch, token_limit
-from e5.ranking import cosine_scores, rank
+from e5.ranking import cosine_scores, rank, ranking, round_scores
 from e5.validation import Limits, Options, Request, validate_options, validate_request, validate_texts
 
 LIMITS = Limits()
@@ -334,6 +335,27 @@ def test_ranking_is_best_first_and_cut_to_top_k():
     assert np.allclose(np.diag(cosine_scores(d, d)), 1.0)
     assert rank(scores).tolist() == [[1, 2, 0], [0, 2, 1]]
     assert rank(scores, top_k=1).tolist() == [[1], [0]]
+
+
+def test_a_ranking_entry_is_the_document_index_and_its_score_rounded_like_the_vectors():
+    scores = np.array([[0.25, 0.9618099927902222, 0.5], [0.7, 0.1, 0.7]], dtype=np.float32)
+    ranked = ranking(scores)
+    assert [[e["index"] for e in row] for row in ranked] == [[1, 2, 0], [0, 2, 1]]  # ties keep document order
+    assert ranked[0][0] == {"index": 1, "score": 0.96180999}  # not float32's 0.9618099927902222
+    assert all(type(e["index"]) is int and type(e["score"]) is float for row in ranked for e in row)
+    assert ranking(scores, top_k=2)[1] == [{"index": 0, "score": 0.69999999}, {"index": 2, "score": 0.69999999}]
+    assert ranking(scores, top_k=5) == ranked  # top_k past the documents keeps them all
+    assert round_scores(scores).dtype == np.float64 and json.dumps(round_scores(scores).tolist()[0][1]) == "0.96180999"
+
+
+@pytest.mark.parametrize("fmt", ["float", "int8", "binary", "base64"])
+def test_vectors_fill_the_numbers_field_or_the_base64_field(unit_vectors, fmt):
+    numbers, strings = vector_fields(unit_vectors, fmt)
+    if fmt == "base64":
+        assert numbers == [] and strings == encode_vectors(unit_vectors, "base64")
+    else:
+        assert strings is None and isinstance(numbers, TupleArray)
+        assert np.array_equal(np.asarray(numbers), np.asarray(encode_vectors(unit_vectors, fmt)))
 
 
 def test_output_arrays_serialize_to_the_same_json_as_plain_lists():
