@@ -234,6 +234,12 @@ class EmbeddingService:
         return prepare(self.embedder, texts, options, name)
 
 
+def without_vectors(response: Response) -> Response:
+    """The response with its vectors left out (`[]`, base64 None): for a reader who wants the ranking or counts."""
+    return dataclasses.replace(response, embeddings=[], embeddings_base64=None, document_embeddings_base64=None,
+                               document_embeddings=None if response.document_embeddings is None else [])
+
+
 def score(queries: np.ndarray, documents: np.ndarray, top_k: int | None) -> tuple[object, list[list[dict]]]:
     """(scores, ranking): the full [query][document] matrix only without top_k, which bounds the response."""
     scores = cosine_scores(queries, documents)

@@ -176,6 +176,16 @@ def test_every_input_in_the_schema_is_the_one_the_runtime_reads(name):
     assert prop.get("nullable", False) == optional
     assert prop.get("default") == field.default
     assert (name in INPUT.get("required", [])) == (field.default is None and not optional)
+    declared = inspect.signature(_unwrap_predict()).parameters[name].default  # Input(...): its accept=
+    assert prop.get("x-cog-accept") == getattr(declared, "accept", None)
+
+
+def _unwrap_predict():
+    from cog._inspector import _unwrap
+
+    from predict import Predictor
+
+    return _unwrap(Predictor.predict)
 
 
 def test_the_schema_has_no_input_the_predictor_lacks():
@@ -285,3 +295,55 @@ def test_the_cuda_is_chosen_not_left_to_the_torch_pin():
     build = cog_yaml()["build"]
     assert build["gpu"] is True and build["cuda"].split(".")[0] == "12"
     assert pins("requirements.txt")["torch"] == "2.11.0"  # the matrix lists 2.11.0 for cu126, cu128, cu129, cu130
+
+
+# --- how a schema-driven form renders the inputs (Replicate's web UI, Cog's playground) ----------------------
+
+
+def test_a_person_can_type_texts_without_json():
+    # A `str` input renders as a plain text box; with a default of "" it needs no null and no JSON.
+    text = INPUT["properties"]["text"]
+    assert text["type"] == "string" and text["default"] == "" and "nullable" not in text and text["x-order"] == 0
+    assert text["description"].startswith("Type the text to embed, one text per line")
+    assert "A line break always ends a text" in text["description"]
+
+
+def test_descriptions_lead_with_what_to_type_and_the_default():
+    props = INPUT["properties"]
+    for name in ("texts", "documents"):  # JSON editors: an example of the list to type
+        assert props[name]["description"].startswith("A JSON list of ") and "e.g. [" in props[name]["description"]
+        json.loads(re.search(r"e\.g\. (\[.*?\])", props[name]["description"]).group(1))  # the example is valid JSON
+    for name, prop in props.items():
+        assert "Default" in prop["description"] or "(default" in prop["description"], name
+        if prop.get("nullable"):  # an Optional input: null is a 422 from Cog's server, so say to leave it out
+            assert "leave it out rather than sending null" in prop["description"], name
+    assert props["top_k"]["description"].startswith("A whole number, e.g. 3") and props["top_k"]["minimum"] == 1
+
+
+def test_the_vectors_can_be_left_out():
+    include = INPUT["properties"]["include_vectors"]
+    assert include["type"] == "boolean" and include["default"] is True
+    assert "Unticked: leave them out" in include["description"]
+
+
+def test_the_file_picker_offers_the_formats_the_engine_reads():
+    from e5.files import SUFFIX_FORMATS
+
+    accept = INPUT["properties"]["texts_file"]["x-cog-accept"].split(",")
+    assert sorted(accept) == sorted([*SUFFIX_FORMATS, ".gz"])
+
+
+@pytest.mark.parametrize(
+    "parameter, fragment",
+    [
+        ('x: str = Input(default="a", accept=".txt")', "accept is only valid on Path or File inputs"),
+        ('x: Optional[Path] = Input(default=None, accept=ACCEPT)', "accept= is read only as a string literal"),
+    ],
+)
+def test_accept_is_read_as_cog_reads_it(parameter, fragment):
+    source = predictor_source(parameter).replace("MINIMUM = 1", 'ACCEPT = ".txt"')
+    found = cog_schema.read_predictor(source).problems
+    assert any(fragment in p for p in found), found
+    fine = predictor_source('x: Optional[Path] = Input(default=None, accept=".txt,.csv")')
+    reading = cog_schema.read_predictor(fine)
+    assert reading.problems == [] and reading.inputs["x"]["accept"] == ".txt,.csv"

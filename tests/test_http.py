@@ -284,3 +284,41 @@ def test_every_request_the_readme_shows_succeeds_on_the_image_server(server, rea
     for inputs in (i for kind in readme_inputs().values() for i in kind):
         status, body = server.predict(inputs)
         assert status == 200 and body["status"] == "succeeded", (inputs, body)
+
+
+# --- what a schema-driven form sends, through the server as built ------------------------------------------
+
+
+def test_a_form_can_embed_typed_lines_and_read_the_best_document(server):
+    status, body = server.predict({"text": "how much protein should a female eat\n南瓜的家常做法",
+                                   "documents": ["46 grams a day for women", "清炒南瓜丝"], "top_k": 1,
+                                   "include_vectors": False})
+    assert status == 200 and body["status"] == "succeeded", body
+    out = body["output"]
+    assert out["embeddings"] == [] and out["document_embeddings"] == [] and out["scores"] is None
+    assert [len(row) for row in out["ranking"]] == [1, 1] and set(out["ranking"][0][0]) == {"index", "score"}
+    assert len(json.dumps(out)) < 1000  # readable: no vectors, no matrix
+    listed = server.predict({"texts": ["how much protein should a female eat", "南瓜的家常做法"],
+                             "documents": ["46 grams a day for women", "清炒南瓜丝"], "top_k": 1})[1]["output"]
+    assert [row[0]["index"] for row in out["ranking"]] == [row[0]["index"] for row in listed["ranking"]]
+
+
+def test_a_whole_number_float_top_k_passes_the_schema_and_the_predictor(server):
+    status, body = server.predict({"texts": ["ok"], "documents": ["a", "b", "c"], "top_k": 2.0})
+    assert status == 200 and body["status"] == "succeeded", body
+    assert len(body["output"]["ranking"][0]) == 2
+    status, body = server.predict({"texts": ["ok"], "documents": ["a", "b"], "top_k": 1.5})
+    assert status == 422 and body["detail"][0]["msg"] == '1.5 is not of type "integer"', body
+
+
+@pytest.mark.parametrize(
+    "inputs, fragment",
+    [
+        ({"text": "", "task": "nq"}, "give `texts` (a list of strings), `text` (one text per line) or `texts_file`"),
+        ({"text": "a", "texts": ["b"]}, "give `text` or `texts`, not both"),
+        ({"texts": ["a"], "documents": []}, "`documents` is empty: untick `documents` or add one"),
+    ],
+)
+def test_form_mistakes_name_the_way_out(server, inputs, fragment):
+    status, body = server.predict(inputs)
+    assert status == 200 and body["status"] == "failed" and fragment in body["error"], body

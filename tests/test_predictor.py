@@ -206,3 +206,46 @@ def test_compact_encodings_decode_to_the_float_vectors(embed, fmt):
         assert np.array_equal(bits, floats > 0)
 
 
+
+
+# --- what a form sends ------------------------------------------------------------------------------------
+
+
+def test_the_text_box_embeds_one_text_per_line_as_texts_would(embed):
+    typed = embed(text="how much protein should a female eat\n\n南瓜的家常做法\n")
+    listed = embed(texts=QUERIES)
+    assert np.array_equal(typed.embeddings, listed.embeddings) and typed.token_counts == listed.token_counts
+    ranked = embed(text=QUERIES[0], documents=DOCUMENTS, top_k=1)
+    assert ranked.ranking[0][0]["index"] == embed(texts=QUERIES[:1], documents=DOCUMENTS, top_k=1).ranking[0][0]["index"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(text="a", texts=["b"]), "give `text` or `texts`, not both"),
+        (dict(text="", texts=None), "give `texts` (a list of strings), `text` (one text per line) or `texts_file`"),
+        (dict(text="  \n "), "`texts` is required"),
+        (dict(texts=["a"], documents=[]), "`documents` is empty: untick `documents` or add one"),
+    ],
+)
+def test_form_mistakes_are_clear_errors(embed, kwargs, fragment):
+    with pytest.raises(InputError) as err:
+        embed(**kwargs)
+    assert fragment in str(err.value)
+
+
+def test_the_vectors_can_be_left_out_and_the_rest_stays(embed):
+    full = embed(texts=QUERIES, documents=DOCUMENTS)
+    out = embed(texts=QUERIES, documents=DOCUMENTS, include_vectors=False)
+    assert out.embeddings == [] and out.document_embeddings == [] and out.embeddings_base64 is None
+    assert out.ranking == full.ranking and np.array_equal(out.scores, full.scores)
+    assert out.token_counts == full.token_counts and out.usage == full.usage
+    assert embed(texts=QUERIES, include_vectors=False, encoding_format="base64").embeddings_base64 is None
+    assert embed(texts=QUERIES, include_vectors=False).document_embeddings is None  # no documents: still null
+
+
+def test_a_whole_number_float_is_a_top_k(embed):
+    assert embed(texts=QUERIES, documents=DOCUMENTS, top_k=1.0).ranking == embed(
+        texts=QUERIES, documents=DOCUMENTS, top_k=1).ranking
+    with pytest.raises(InputError, match="`top_k` must be a whole number of at least 1, got 1.5"):
+        embed(texts=QUERIES, documents=DOCUMENTS, top_k=1.5)

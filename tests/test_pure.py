@@ -388,3 +388,50 @@ def test_top_k_must_be_a_whole_number_of_at_least_one(bad):
         validate_top_k(bad)
     assert err.value.code == "invalid_top_k"
     assert validate_top_k(1) == 1 and validate_top_k(None) is None
+
+
+# --- what a form sends (e5/form.py) ---------------------------------------------------------------------
+
+
+def test_the_text_box_is_one_text_per_line():
+    from e5.form import texts_from_box
+
+    assert texts_from_box("how much protein\n南瓜的家常做法\n") == ["how much protein", "南瓜的家常做法"]
+    assert texts_from_box("one\r\n\n   \ntwo") == ["one", "two"]  # Windows line ends; blank lines skipped
+    assert texts_from_box("  a sentence with  spaces ") == ["  a sentence with  spaces "]  # a line as typed
+    assert texts_from_box("") is None and texts_from_box(" \n ") is None and texts_from_box(None) is None
+
+
+@pytest.mark.parametrize(
+    "texts, text, texts_file, documents, fragment, code",
+    [
+        (None, "", None, None, "`texts` is required: give `texts` (a list of strings), `text` (one text per line) or "
+                               "`texts_file`", "missing_texts"),
+        (["a"], "b", None, None, "give `text` or `texts`, not both", "conflicting_inputs"),
+        (None, "b", "f.txt", None, "give `text` or `texts_file`, not both", "conflicting_inputs"),
+        (["a"], "", None, [], "`documents` is empty: untick `documents` or add one", "empty_list"),
+    ],
+)
+def test_form_mistakes_name_the_way_out(texts, text, texts_file, documents, fragment, code):
+    from e5.form import form_texts
+
+    with pytest.raises(InputError) as err:
+        form_texts(texts, text, texts_file, documents)
+    assert fragment in str(err.value) and err.value.code == code
+
+
+def test_form_texts_come_from_the_box_or_the_list():
+    from e5.form import form_texts
+
+    assert form_texts(None, "a\nb", None, ["d"]) == ["a", "b"]
+    assert form_texts(["a"], "", None, None) == ["a"] and form_texts(["a"], "  \n", None, None) == ["a"]
+    assert form_texts(None, "", "f.txt", None) is None  # a bulk job: the file is the texts
+    assert form_texts(["a"], "", "f.txt", None) == ["a"]  # texts and texts_file: the engine refuses it (validation)
+
+
+def test_a_whole_number_float_is_an_integer_and_nothing_else_changes():
+    from e5.form import whole_number
+
+    assert whole_number(2.0) == 2 and type(whole_number(2.0)) is int
+    for value in (2.5, 3, None, True, "2", float("inf")):
+        assert whole_number(value) is value
