@@ -1,6 +1,7 @@
 """schemathesis (a property-based API tester) against the real server as the image runs it, schema in place.
 
-It reads /openapi.json, generates requests from it, valid and invalid, and checks each answer against the
+It reads the schema the server serves at /openapi.json (the committed .cog/openapi_schema.json; a test checks
+the two are the same), generates requests from it, valid and invalid, and checks each answer against the
 schema: no 5xx, every status and body the schema documents, every valid input accepted, every invalid one
 refused. On top of its checks, one of ours: a schema-valid request is either embedded or refused by the
 predictor with a named error (`InputError: ...` naming the input).
@@ -31,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from testkit.cog_server import SCHEMA, CogServer
 
-EXAMPLES = 60  # per operation and generation mode
+EXAMPLES = 60  # hypothesis's max_examples for each operation's generated cases
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # RFC 3986: a URI starts with its scheme
 NAMED_ERROR = re.compile(r"InputError: .*?`(\w+)(\[\d+\])?`")
 OUTCOMES: Counter = Counter()  # (path, HTTP status, prediction status) over the generated cases
