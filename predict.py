@@ -18,27 +18,43 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import Embedder
 from e5.batcher import max_wait_from_env
-from e5.service import EmbeddingService
+from e5.model import runtime_report
+from e5.form import form_texts, whole_number
+from e5.service import EmbeddingService, without_vectors
 from e5.validation import Limits, Options, Request
 
 DEFAULT_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
 
+class Usage(BaseModel):
+    prompt_tokens: int  # tokens embedded, texts and documents together
+    total_tokens: int  # the same number (as in OpenAI's API)
+
+
+class RankedDocument(BaseModel):
+    index: int  # the document's position in `documents`
+    score: float  # its cosine similarity to the query, rounded to 8 decimals like the vectors
+
+
 class Output(BaseModel):
+    """Every field typed, so the published schema says what comes back (tests/test_output_schema.py checks
+    real responses against it). Vectors and scores leave as numpy arrays (TupleArray: Cog encodes them several
+    times faster than nested lists, see e5/encodings.py); the JSON is the same."""
+
     model: str
     dimensions: int
     encoding_format: str
-    # Vectors, scores and ranking leave as numpy arrays (TupleArray: Cog encodes them several times faster
-    # than nested lists, see e5/encodings.py); the schema and the JSON say list.
-    embeddings: list  # one entry per text, input order (floats, or the chosen compact encoding)
+    embeddings: list[list[float]]  # one vector per text, input order; [] with base64, texts_file
     token_counts: list[int]  # tokens embedded per text, <s> and </s> included
     truncated: list[bool]  # True where a text was cut to the 512-token limit
-    usage: dict  # {"prompt_tokens": n, "total_tokens": n}, texts and documents together
-    document_embeddings: Optional[list] = None
+    usage: Usage
+    embeddings_base64: Optional[list[str]] = None  # encoding_format base64: each vector's float32 bytes
+    document_embeddings: Optional[list[list[float]]] = None  # with documents, as embeddings
+    document_embeddings_base64: Optional[list[str]] = None
     document_token_counts: Optional[list[int]] = None
     document_truncated: Optional[list[bool]] = None
-    scores: Optional[list] = None  # [query][document] cosine similarity
-    ranking: Optional[list] = None  # [query] document indices, best first (top_k of them)
+    scores: Optional[list[list[float]]] = None  # with documents and no top_k: [query][document] cosine
+    ranking: Optional[list[list[RankedDocument]]] = None  # with documents: per query, best first, top_k long
     embeddings_file: Optional[Path] = None  # with `texts_file`: the vectors as .npy or .jsonl
 
 
@@ -58,7 +74,7 @@ class Predictor(BasePredictor):
         p = embedder.profile
         print(
             f"e5: loaded {weights_dir} on {p.device} ({str(p.dtype).removeprefix('torch.')}), "
-            f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; "
+            f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; {runtime_report(p.device)}; "
             f"warm-up {warm:.2f}s, setup {time.perf_counter() - start:.2f}s"
         )
 
@@ -75,52 +91,67 @@ class Predictor(BasePredictor):
     @concurrent(max=32)
     async def predict(
         self,
+        text: str = Input(
+            default="",
+            description="Type the text to embed, one text per line: two lines embed two texts (blank lines are skipped). Default: empty. Give this, texts or texts_file. A line break always ends a text here: send a text that contains one in texts. Vectors come back in line order.",
+        ),
         texts: Optional[list[str]] = Input(
             default=None,
-            description="Texts to embed, as a JSON list of strings; vectors come back in the same order. Each is cut to 512 tokens (see truncate). Required unless texts_file is given.",
+            description='A JSON list of strings to embed, e.g. ["how much protein should a female eat", "南瓜的家常做法"]. Default: none; give this, text or texts_file, and leave it out rather than sending null. Vectors come back in the same order; each text is cut to 512 tokens (see truncate).',
         ),
         task: str = Input(
             default="Given a web search query, retrieve relevant passages that answer the query",
-            description="For queries (input_type query): a one-sentence instruction saying what the query is for, or a preset name: web_search, nq, fever, climate_fever, fiqa, scifact, arguana, hotpotqa, dbpedia, nfcorpus, trec_covid, touche, sts, bitext, summarization, quora, stackoverflow_dup, banking77, emotion, twentynewsgroups (the README lists their instructions). Not used for documents.",
+            description="A one-sentence instruction saying what the queries are for, or a preset name: web_search, nq, fever, climate_fever, fiqa, scifact, arguana, hotpotqa, dbpedia, nfcorpus, trec_covid, touche, sts, bitext, summarization, quora, stackoverflow_dup, banking77, emotion, twentynewsgroups (the README lists their instructions). Default: the web_search instruction. Used for queries (input_type query) only.",
         ),
         input_type: str = Input(
             default="query",
             choices=["query", "document"],
-            description="query: each text is embedded as 'Instruct: {task}', a line break, then 'Query: {text}'. document: embedded as it is. For retrieval embed queries as query and passages as document; for symmetric tasks (similarity, clustering, classification, bitext, duplicates) embed every text as query with the same task.",
+            description="query (default) or document. query: each text is embedded as 'Instruct: {task}', a line break, then 'Query: {text}'. document: embedded as it is. For retrieval embed queries as query and passages as document; for symmetric tasks (similarity, clustering, classification, bitext, duplicates) embed every text as query with the same task.",
         ),
         normalize: bool = Input(
-            default=True, description="L2-normalize each vector, so that a dot product is the cosine similarity."
+            default=True,
+            description="Ticked (default): L2-normalize each vector, so that a dot product is the cosine similarity.",
         ),
         truncate: bool = Input(
             default=True,
-            description="Cut texts longer than 512 tokens (the flags in truncated say which). False: such a text fails the request with its index and token count, and nothing is embedded.",
+            description="Ticked (default): cut texts longer than 512 tokens (truncated says which). Unticked: such a text fails the request with its index and token count, and nothing is embedded.",
         ),
         documents: Optional[list[str]] = Input(
             default=None,
-            description="Documents to rank against texts (the queries), embedded as they are. Adds document_embeddings, scores (cosine, [query][document]) and ranking (document indices, best first).",
+            description='A JSON list of documents to rank against the texts (the queries), e.g. ["46 grams a day for women", "清炒南瓜丝"]. Default: none, no ranking; leave it out rather than sending null or an empty list. Adds ranking (per query, the documents best first with their scores), scores and document_embeddings.',
         ),
         top_k: Optional[int] = Input(
-            default=None, ge=1, description="With documents: keep only the best top_k document indices per query in ranking."
+            default=None,
+            ge=1,
+            description="A whole number, e.g. 3: with documents, keep the best top_k documents per query in ranking and leave the full scores matrix out. Default: none, every document ranked and scores included; leave it out rather than sending null.",
         ),
         encoding_format: str = Input(
             default="float",
             choices=["float", "base64", "int8", "binary"],
-            description="float: lists of floats. base64: each vector's little-endian float32 bytes in base64 (as OpenAI). int8: round(127 x). binary: sign bits packed 8 to a byte, most significant first (128 values 0-255 for 1024 dimensions).",
+            description="float (default): vectors as lists of numbers. base64: each vector's little-endian float32 bytes in base64 (as OpenAI), in embeddings_base64. int8: round(127 x). binary: sign bits packed 8 to a byte, most significant first (128 values 0-255 for 1024 dimensions).",
+        ),
+        include_vectors: bool = Input(
+            default=True,
+            description="Ticked (default): return the vectors. Unticked: leave them out (embeddings and document_embeddings come back empty), for a readable answer when only the ranking or the token counts are wanted.",
         ),
         texts_file: Optional[Path] = Input(
             default=None,
-            description="Instead of texts, a file of texts for bulk jobs: .txt (one per line), .jsonl (a text field per line), .json (a list of strings) or .csv (a text column). The vectors come back in embeddings_file; embeddings is then empty.",
+            accept=".txt,.jsonl,.ndjson,.json,.csv,.gz",
+            description="A file of texts for bulk jobs, instead of texts: .txt (one per line), .jsonl (a text field per line), .json (a list of strings) or .csv (a text column), each also gzipped. Default: none; leave it out rather than sending null. The vectors come back in embeddings_file; embeddings is then empty.",
         ),
         output_file_format: str = Input(
             default="npy",
             choices=["npy", "jsonl"],
-            description="With texts_file: npy (a float32 array, one row per text) or jsonl (index and embedding per line).",
+            description="With texts_file: npy (default; a float32 array, one row per text) or jsonl (index and embedding per line).",
         ),
     ) -> Output:
         options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format))
-        request = Request(_given(texts), _given(documents), _given(top_k), _given(texts_file),
+        texts = form_texts(_given(texts), _given(text), _given(texts_file), _given(documents))
+        request = Request(texts, _given(documents), whole_number(_given(top_k)), _given(texts_file),
                           _given(output_file_format), options)
         response, metrics = await self.service.run(request)
         for name, value in metrics.items():
             self.record_metric(name, value)
+        if not _given(include_vectors):
+            response = without_vectors(response)
         return Output(**response.fields())

@@ -69,5 +69,18 @@ def output_array(value: np.ndarray | list) -> np.ndarray | list:
     return value.view(TupleArray) if isinstance(value, np.ndarray) else value
 
 
+def vector_fields(vectors: np.ndarray, encoding_format: str) -> tuple[np.ndarray | list, list[str] | None]:
+    """The two output fields a set of vectors fills: (numbers, base64 strings).
+
+    One field per JSON type, so the output schema can say what each holds: float, int8 and binary vectors
+    are arrays of numbers (`embeddings`), base64 vectors are strings (`embeddings_base64`); the field the
+    format does not use is [] for the numbers and None for the strings.
+    """
+    encoded = encode_vectors(vectors, encoding_format)
+    if encoding_format == "base64":
+        return [], encoded
+    return output_array(encoded), None
+
+
 def decode_base64(encoded: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(encoded), dtype="<f4")

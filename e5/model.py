@@ -165,13 +165,56 @@ CUDA_MAX_TOKEN_BUDGET = 65536
 
 
 def choose_device(environ: dict[str, str] | None = None) -> str:
+    """E5_DEVICE if set (the GPU image sets `cuda`), else CUDA when usable, else the CPU.
+
+    An explicit `cuda` that cannot be used stops setup with the reason (cuda_problem): a GPU image must never
+    fall back to the CPU quietly, tens of times slower, with nothing in the logs a model owner would see.
+    """
     env = os.environ if environ is None else environ
     requested = env.get("E5_DEVICE", "").strip()
     if requested:
         if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise WeightsError(f"E5_DEVICE={requested} but CUDA is not available on this machine; unset it or use cpu")
+            raise WeightsError(f"E5_DEVICE={requested} but CUDA is not available on this machine: {cuda_problem()}")
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def driver_cuda_version() -> int:
+    """The newest CUDA the NVIDIA driver supports, as CUDA writes it (12020 = 12.2); 0 without a driver."""
+    try:
+        return int(torch._C._cuda_getDriverVersion())  # cuDriverGetVersion; absent from CPU builds of torch
+    except Exception:
+        return 0
+
+
+def cuda_version_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def cuda_problem(built: str | None = None, driver: int | None = None) -> str:
+    """Why CUDA cannot be used here, and the way out; `built` is torch.version.cuda, `driver` driver_cuda_version()."""
+    built = torch.version.cuda if built is None else built
+    driver = driver_cuda_version() if driver is None else driver
+    if not built:
+        return f"this torch ({torch.__version__}) is a CPU build; install a CUDA build, or set E5_DEVICE=cpu to serve on the CPU"
+    if driver == 0:
+        return ("no NVIDIA GPU or driver is visible to this process; start the container with `docker run --gpus all` "
+                "(and the NVIDIA Container Toolkit on the host), or set E5_DEVICE=cpu to serve on the CPU, "
+                "tens of times slower")
+    major, minor = (int(p) for p in built.split(".")[:2])
+    if driver < major * 1000 + minor * 10:
+        return (f"the NVIDIA driver supports CUDA up to {cuda_version_text(driver)}, but this image's torch was built for "
+                f"CUDA {built}; update the host's NVIDIA driver, or set E5_DEVICE=cpu to serve on the CPU")
+    return (f"the NVIDIA driver supports CUDA {cuda_version_text(driver)} and torch was built for CUDA {built}, "
+            "yet torch finds no usable GPU; check `nvidia-smi` in the container and CUDA_VISIBLE_DEVICES")
+
+
+def runtime_report(device: str) -> str:
+    """For the setup log: the torch build, the CUDA it was built for and, on a GPU, the driver's CUDA and the GPU."""
+    text = f"torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none (CPU build)'}"
+    if device.startswith("cuda"):
+        text += f", driver supports CUDA {cuda_version_text(driver_cuda_version())}, {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def release_cached_memory(device: str) -> None:

@@ -18,39 +18,40 @@ import numpy as np
 
 from .batcher import Batcher
 from .bulk import ResultFile, remove_leftovers
-from .encodings import encode_vectors, output_array
+from .encodings import output_array, vector_fields
 from .engine import Embedder, Encoded
 from .errors import InputError
 from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import format_texts
 from .memory import return_freed_memory
 from .model import MODEL_ID
-from .ranking import cosine_scores, rank
+from .ranking import cosine_scores, ranking, round_scores
 from .validation import Limits, Options, Request, validate_file_request, validate_request
 
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
 TOKENIZE_IN_THREAD_CHARS = 50_000
 FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `texts_file`
-SCORE_DECIMALS = 6
 SWEEP_INTERVAL_S = 60.0  # how often an idle container looks for the files Cog left
 
 
 @dataclass
 class Response:
-    """What a request gets back; the predictor's `Output` has exactly these fields."""
+    """What a request gets back; the predictor's `Output` has exactly these fields (its annotations say the types)."""
 
     model: str
     dimensions: int
     encoding_format: str
-    embeddings: object  # one entry per text, input order (see encodings.py)
+    embeddings: object  # one vector per text, input order: numbers (float, int8, binary; encodings.py), else []
     token_counts: list[int]
     truncated: list[bool]
-    usage: dict
-    document_embeddings: object = None
+    usage: dict  # {"prompt_tokens": n, "total_tokens": n}
+    embeddings_base64: list[str] | None = None  # with encoding_format base64: the vectors, instead of embeddings
+    document_embeddings: object = None  # with documents: as embeddings
+    document_embeddings_base64: list[str] | None = None
     document_token_counts: list[int] | None = None
     document_truncated: list[bool] | None = None
-    scores: object = None  # [query][document] cosine similarity
-    ranking: object = None  # [query] document indices, best first
+    scores: object = None  # with documents and no top_k: [query][document] cosine, 8 decimals
+    ranking: list[list[dict]] | None = None  # with documents: per query [{"index", "score"}], best first, top_k
     embeddings_file: Path | None = None
 
     def fields(self) -> dict:
@@ -120,22 +121,24 @@ class EmbeddingService:
         vectors, job = await batcher.embed(sequences, [options.normalize] * len(sequences))
         embedded = time.perf_counter()
         n = len(queries.ids)
+        embeddings, embeddings_base64 = vector_fields(vectors[:n], options.encoding_format)
         response = Response(
             model=MODEL_ID,
             dimensions=int(vectors.shape[1]),
             encoding_format=options.encoding_format,
-            embeddings=output_array(encode_vectors(vectors[:n], options.encoding_format)),
+            embeddings=embeddings,
+            embeddings_base64=embeddings_base64,
             token_counts=queries.token_counts,
             truncated=queries.truncated,
             usage=usage(queries, docs),
         )
         if docs:
-            scores = cosine_scores(vectors[:n], vectors[n:])
-            response.document_embeddings = output_array(encode_vectors(vectors[n:], options.encoding_format))
+            response.document_embeddings, response.document_embeddings_base64 = vector_fields(
+                vectors[n:], options.encoding_format)
             response.document_token_counts = docs.token_counts
             response.document_truncated = docs.truncated
-            response.scores = output_array(np.round(scores, SCORE_DECIMALS))
-            response.ranking = output_array(rank(scores, request.top_k))
+            # Off the event loop: Q x D scores and their sort take a while for long lists, and other requests wait.
+            response.scores, response.ranking = await asyncio.to_thread(score, vectors[:n], vectors[n:], request.top_k)
         metrics = report(
             texts=len(sequences),
             tokens=response.usage["total_tokens"],
@@ -229,6 +232,18 @@ class EmbeddingService:
         if sum(len(t) for t in texts) > TOKENIZE_IN_THREAD_CHARS:
             return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
         return prepare(self.embedder, texts, options, name)
+
+
+def without_vectors(response: Response) -> Response:
+    """The response with its vectors left out (`[]`, base64 None): for a reader who wants the ranking or counts."""
+    return dataclasses.replace(response, embeddings=[], embeddings_base64=None, document_embeddings_base64=None,
+                               document_embeddings=None if response.document_embeddings is None else [])
+
+
+def score(queries: np.ndarray, documents: np.ndarray, top_k: int | None) -> tuple[object, list[list[dict]]]:
+    """(scores, ranking): the full [query][document] matrix only without top_k, which bounds the response."""
+    scores = cosine_scores(queries, documents)
+    return (None if top_k is not None else output_array(round_scores(scores))), ranking(scores, top_k)
 
 
 def as_documents(options: Options) -> Options:

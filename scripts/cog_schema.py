@@ -336,6 +336,8 @@ def read_input(source: str, param: ast.arg, default: ast.AST | None, scope: dict
         spec.update(read_input_keyword(source, keyword, scope, spec["problems"]))
     if spec["default"] is None and not nullable:
         spec["problems"].append("default None on a non-Optional input makes it required in the schema")
+    if "accept" in spec and spec["schema"].get("format") != "uri":  # ErrAcceptOnNonFileType: the build fails
+        spec["problems"].append("accept is only valid on Path or File inputs (the build fails)")
     return spec
 
 
@@ -355,6 +357,10 @@ def read_input_keyword(source: str, keyword: ast.keyword, scope: dict, problems:
             return {"choices": resolve_choices(source, value, scope)}
         if name == "deprecated":
             return {"deprecated": literal_value(source, value)}
+        if name == "accept":  # parseStringLiteral only: a name is dropped silently (inputs.go, "accept")
+            if isinstance(value, ast.Name):
+                raise Unresolvable(f"`{value.id}`: accept= is read only as a string literal; it would be dropped")
+            return {"accept": string_literal(source, value)}
     except Unresolvable as err:
         consequence = "" if isinstance(err, Mangled) else \
             {"default": "it would become None", "description": "it would be dropped"}.get(name, "")
@@ -392,6 +398,8 @@ def input_component(reading: Reading) -> tuple[dict, dict]:
                 prop[target] = int(spec[key]) if key in ("min_length", "max_length") else spec[key]
         if spec.get("deprecated"):
             prop["deprecated"] = True
+        if "accept" in spec:  # Cog 0.22+: the file picker's filter, as HTML's accept attribute
+            prop["x-cog-accept"] = spec["accept"]
         properties[name] = prop
     component = {"title": "Input", "type": "object", "properties": properties}
     if required:
@@ -459,6 +467,12 @@ def openapi_document(reading: Reading) -> dict:
     }
 
 
+def comparable(document: dict) -> dict:
+    """The document without `info.version`, which is the version of whichever Cog CLI wrote it: `cog build`
+    rewrites .cog/openapi_schema.json in place, so after a build with another CLI only the version differs."""
+    return {**document, "info": {k: v for k, v in document.get("info", {}).items() if k != "version"}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"write {SCHEMA.relative_to(ROOT)}")
@@ -473,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         SCHEMA.parent.mkdir(exist_ok=True)
         SCHEMA.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {SCHEMA.relative_to(ROOT)}: {len(reading.inputs)} inputs, concurrency {reading.concurrency_max}")
-    elif json.loads(SCHEMA.read_text(encoding="utf-8")) != document:
+    elif comparable(json.loads(SCHEMA.read_text(encoding="utf-8"))) != comparable(document):
         print(f"{SCHEMA.relative_to(ROOT)} is not what predict.py gives: run with --write", file=sys.stderr)
         return 1
     return 0

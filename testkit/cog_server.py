@@ -1,7 +1,10 @@
 """Start the real Cog HTTP server (coglet) on 127.0.0.1 around this predictor, for tests and load tests.
 
-    with CogServer(weights_dir=..., concurrency=16) as server:
+    with CogServer(weights_dir=...) as server:
         server.predict({"texts": ["hello"]})
+
+It runs with the image's 32 slots unless told otherwise: `cog build` bakes `ENV COG_MAX_CONCURRENCY=32` from
+@concurrent(max=32) in predict.py, and coglet reads only that variable (default 1).
 
 No Docker and no `cog` CLI needed: `python -m cog.server.http` is the same server `cog build` puts in the
 image, and it runs in the repository root, where .cog/openapi_schema.json sits beside predict.py as in the
@@ -23,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / ".cog" / "openapi_schema.json"  # the server reads it from its working directory
+IMAGE_SLOTS = 32  # = @concurrent(max=32) in predict.py (tests/test_cog_schema.py ties them)
 
 
 def free_port() -> int:
@@ -32,7 +36,7 @@ def free_port() -> int:
 
 
 class CogServer:
-    def __init__(self, weights_dir: str | Path, concurrency: int = 1, env: dict[str, str] | None = None, log_path=None):
+    def __init__(self, weights_dir: str | Path, concurrency: int = IMAGE_SLOTS, env: dict[str, str] | None = None, log_path=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.weights_dir = str(weights_dir)

@@ -34,8 +34,21 @@ def test_predict_py_holds_nothing_the_static_parser_cannot_read():
 
 
 def test_the_committed_schema_is_what_cog_build_writes_from_predict_py():
-    assert SCHEMA == cog_schema.openapi_document(cog_schema.read_predictor(SOURCE)), (
+    # All but info.version: `cog build` rewrites the file with its own CLI version (README, "Building").
+    assert cog_schema.comparable(SCHEMA) == cog_schema.comparable(
+        cog_schema.openapi_document(cog_schema.read_predictor(SOURCE))), (
         "run `python scripts/cog_schema.py --write` after changing predict.py")
+
+
+def test_a_schema_written_by_another_cog_version_still_matches(tmp_path, monkeypatch, capsys):
+    rewritten = {**SCHEMA, "info": {**SCHEMA["info"], "version": "0.99.0"}}
+    written = tmp_path / "openapi_schema.json"
+    written.write_text(json.dumps(rewritten))
+    monkeypatch.setattr(cog_schema, "SCHEMA", written)
+    monkeypatch.setattr(cog_schema, "ROOT", tmp_path)
+    assert cog_schema.main([]) == 0
+    written.write_text(json.dumps({**rewritten, "paths": {}}))  # anything else that differs still fails
+    assert cog_schema.main([]) == 1
 
 
 def test_concurrency_comes_from_the_decorator_literal():
@@ -163,6 +176,16 @@ def test_every_input_in_the_schema_is_the_one_the_runtime_reads(name):
     assert prop.get("nullable", False) == optional
     assert prop.get("default") == field.default
     assert (name in INPUT.get("required", [])) == (field.default is None and not optional)
+    declared = inspect.signature(_unwrap_predict()).parameters[name].default  # Input(...): its accept=
+    assert prop.get("x-cog-accept") == getattr(declared, "accept", None)
+
+
+def _unwrap_predict():
+    from cog._inspector import _unwrap
+
+    from predict import Predictor
+
+    return _unwrap(Predictor.predict)
 
 
 def test_the_schema_has_no_input_the_predictor_lacks():
@@ -187,6 +210,35 @@ def test_the_output_is_an_object_so_the_server_does_not_stream_it():
     from predict import Output
 
     assert list(output["properties"]) == list(typing.get_type_hints(Output))
+
+
+def test_the_output_schema_is_the_output_class_as_the_runtime_reads_it():
+    import dataclasses
+
+    from cog import _adt
+
+    from predict import Output
+
+    output = SCHEMA["components"]["schemas"]["Output"]
+    hints = typing.get_type_hints(Output)
+    defaulted = {f.name for f in dataclasses.fields(Output) if f.default is not dataclasses.MISSING}
+    assert output["required"] == [name for name in hints if name not in defaulted]
+    untyped = []
+    for name, hint in hints.items():
+        prop = output["properties"][name]
+        assert prop.get("nullable", False) == (type(None) in typing.get_args(hint)), name
+        try:
+            field = _adt.FieldType.from_type(hint)
+        except ValueError:
+            untyped.append(name)
+            continue
+        assert {k: v for k, v in prop.items() if k not in ("title", "nullable")} == field.json_type(), name
+    # cog 0.23.1's Python SDK types no nested list and no BaseModel field; coglet never asks it (it encodes the value
+    # as returned), and the static parser, which writes the schema, types them: tests/test_output_schema.py
+    # checks real responses against what it wrote.
+    assert untyped == ["embeddings", "usage", "document_embeddings", "scores", "ranking"]
+    assert output["properties"]["scores"]["items"] == {"type": "array", "items": {"type": "number"}}
+    assert output["properties"]["ranking"]["items"]["items"]["required"] == ["index", "score"]
 
 
 # --- cog.yaml, as pkg/config reads it -----------------------------------------------------------------------
@@ -220,3 +272,78 @@ def test_cog_yaml_builds_this_predictor_on_a_python_cog_supports():
     requirements = (ROOT / config["build"]["python_requirements"]).read_text().splitlines()
     pins = [line.split("#")[0].strip() for line in requirements if line.split("#")[0].strip()]
     assert pins and all("==" in pin for pin in pins)
+
+
+def pins(name: str) -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in (ROOT / name).read_text().splitlines()]
+    return dict(line.split("==", 1) for line in lines if "==" in line)
+
+
+def test_the_image_runs_the_sdk_the_tests_run():
+    # Cog strips cog and coglet from requirements.txt and installs build.sdk_version (else the newest release);
+    # cog allows any coglet below 1.0, so coglet is pinned to the same release wherever cog is installed.
+    from importlib.metadata import version
+
+    sdk = cog_yaml()["build"]["sdk_version"]
+    assert sdk == version("cog") == version("coglet") == cog_schema.COG_VERSION
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        assert pins(name)["cog"] == pins(name)["coglet"] == sdk, name
+
+
+def test_the_cuda_is_chosen_not_left_to_the_torch_pin():
+    # Without `cuda:`, torch 2.11.0 gives CUDA 13.0, which needs an NVIDIA driver >= 580 (docs/design.md).
+    build = cog_yaml()["build"]
+    assert build["gpu"] is True and build["cuda"].split(".")[0] == "12"
+    assert pins("requirements.txt")["torch"] == "2.11.0"  # the matrix lists 2.11.0 for cu126, cu128, cu129, cu130
+
+
+# --- how a schema-driven form renders the inputs (Replicate's web UI, Cog's playground) ----------------------
+
+
+def test_a_person_can_type_texts_without_json():
+    # A `str` input renders as a plain text box; with a default of "" it needs no null and no JSON.
+    text = INPUT["properties"]["text"]
+    assert text["type"] == "string" and text["default"] == "" and "nullable" not in text and text["x-order"] == 0
+    assert text["description"].startswith("Type the text to embed, one text per line")
+    assert "A line break always ends a text" in text["description"]
+
+
+def test_descriptions_lead_with_what_to_type_and_the_default():
+    props = INPUT["properties"]
+    for name in ("texts", "documents"):  # JSON editors: an example of the list to type
+        assert props[name]["description"].startswith("A JSON list of ") and "e.g. [" in props[name]["description"]
+        json.loads(re.search(r"e\.g\. (\[.*?\])", props[name]["description"]).group(1))  # the example is valid JSON
+    for name, prop in props.items():
+        assert "Default" in prop["description"] or "(default" in prop["description"], name
+        if prop.get("nullable"):  # an Optional input: null is a 422 from Cog's server, so say to leave it out
+            assert "leave it out rather than sending null" in prop["description"], name
+    assert props["top_k"]["description"].startswith("A whole number, e.g. 3") and props["top_k"]["minimum"] == 1
+
+
+def test_the_vectors_can_be_left_out():
+    include = INPUT["properties"]["include_vectors"]
+    assert include["type"] == "boolean" and include["default"] is True
+    assert "Unticked: leave them out" in include["description"]
+
+
+def test_the_file_picker_offers_the_formats_the_engine_reads():
+    from e5.files import SUFFIX_FORMATS
+
+    accept = INPUT["properties"]["texts_file"]["x-cog-accept"].split(",")
+    assert sorted(accept) == sorted([*SUFFIX_FORMATS, ".gz"])
+
+
+@pytest.mark.parametrize(
+    "parameter, fragment",
+    [
+        ('x: str = Input(default="a", accept=".txt")', "accept is only valid on Path or File inputs"),
+        ('x: Optional[Path] = Input(default=None, accept=ACCEPT)', "accept= is read only as a string literal"),
+    ],
+)
+def test_accept_is_read_as_cog_reads_it(parameter, fragment):
+    source = predictor_source(parameter).replace("MINIMUM = 1", 'ACCEPT = ".txt"')
+    found = cog_schema.read_predictor(source).problems
+    assert any(fragment in p for p in found), found
+    fine = predictor_source('x: Optional[Path] = Input(default=None, accept=".txt,.csv")')
+    reading = cog_schema.read_predictor(fine)
+    assert reading.problems == [] and reading.inputs["x"]["accept"] == ".txt,.csv"

@@ -1,4 +1,4 @@
-"""A short run of benchmarks/loadtest.py against the real server: nothing lost, nothing wrong."""
+"""A short run of benchmarks/loadtest.py against the real server at the image's 32 slots: nothing lost, nothing wrong."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from benchmarks import loadtest
 
 
 def args(**overrides):
-    base = dict(requests=60, clients=4, rounds=5, levels="1,4", per_level=8, repeat=1, slots=8, invalid_share=0.25, warmup=2,
+    base = dict(requests=60, clients=4, rounds=5, levels="1,4", per_level=8, repeat=1, slots=32, invalid_share=0.25, warmup=2,
                 time_limit=120, full_size=False, weights=None, seed=3, json=None)
     return argparse.Namespace(**{**base, **overrides})
 

@@ -150,36 +150,102 @@ def test_truncate_false_rejects_long_text_by_index_and_count(embed, predictor):
 
 
 def test_a_failed_request_leaves_the_predictor_usable(embed):
-    before = embed(texts=QUERIES, encoding_format="base64").embeddings  # the exact float32 bits
+    before = embed(texts=QUERIES, encoding_format="base64").embeddings_base64  # the exact float32 bits
     with pytest.raises(InputError):
         embed(texts=["ok", ""])
-    assert embed(texts=QUERIES, encoding_format="base64").embeddings == before
+    assert embed(texts=QUERIES, encoding_format="base64").embeddings_base64 == before
 
 
 # --- documents, ranking and encodings -------------------------------------------------------------------
 
 
 def test_documents_are_ranked_against_queries(embed):
-    out = embed(texts=QUERIES, documents=DOCUMENTS + ["unrelated text about 日本 語"], top_k=2)
+    out = embed(texts=QUERIES, documents=DOCUMENTS + ["unrelated text about 日本 語"])
     q = np.array(out.embeddings)
     d = np.array(out.document_embeddings)
     assert d.shape == (3, 1024)
-    assert np.allclose(out.scores, q @ d.T, atol=1e-5)
-    assert np.array_equal(out.ranking, np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :2])
+    cosines = q @ d.T
+    assert np.allclose(out.scores, cosines, atol=1e-5)
+    assert np.array_equal(np.round(out.scores, 8), out.scores)  # 8 decimals, like the vectors
+    order = np.argsort(-cosines, axis=1, kind="stable")
+    assert [[e["index"] for e in row] for row in out.ranking] == order.tolist()
+    assert [[e["score"] for e in row] for row in out.ranking] == np.take_along_axis(
+        np.asarray(out.scores), order, axis=1).tolist()  # each entry's score is its cell of the matrix
     alone = np.array(embed(texts=DOCUMENTS, input_type="document").embeddings)
     assert np.abs(d[:2] - alone).max() < 1e-5
     assert out.usage["prompt_tokens"] == sum(out.token_counts) + sum(out.document_token_counts)
+
+
+def test_top_k_cuts_the_ranking_and_leaves_the_matrix_out(embed):
+    full = embed(texts=QUERIES, documents=DOCUMENTS + ["unrelated text about 日本 語"])
+    out = embed(texts=QUERIES, documents=DOCUMENTS + ["unrelated text about 日本 語"], top_k=2)
+    assert out.scores is None  # top_k bounds the response: Q x top_k entries, not Q x D scores
+    assert out.ranking == [row[:2] for row in full.ranking]
+    assert out.embeddings_base64 is None and out.document_embeddings_base64 is None
+
+
+def test_no_documents_no_ranking(embed):
+    out = embed(texts=QUERIES)
+    assert out.document_embeddings is out.scores is out.ranking is out.document_embeddings_base64 is None
 
 
 @pytest.mark.parametrize("fmt", ["base64", "int8", "binary"])
 def test_compact_encodings_decode_to_the_float_vectors(embed, fmt):
     floats = np.asarray(embed(texts=QUERIES, documents=DOCUMENTS).embeddings, dtype=np.float64)
     out = embed(texts=QUERIES, documents=DOCUMENTS, encoding_format=fmt)
-    assert out.encoding_format == fmt and len(out.document_embeddings) == 2
-    if fmt == "base64":  # the exact float32 bits, of which `float` is the 8-decimal rounding
-        assert np.abs(np.stack([decode_base64(e) for e in out.embeddings]) - floats).max() <= 5e-9 + 1e-12
-    elif fmt == "int8":
+    assert out.encoding_format == fmt
+    if fmt == "base64":  # the exact float32 bits, of which `float` is the 8-decimal rounding; strings in their own field
+        assert out.embeddings == [] and out.document_embeddings == [] and len(out.document_embeddings_base64) == 2
+        assert np.abs(np.stack([decode_base64(e) for e in out.embeddings_base64]) - floats).max() <= 5e-9 + 1e-12
+        return
+    assert out.embeddings_base64 is None and out.document_embeddings_base64 is None and len(out.document_embeddings) == 2
+    if fmt == "int8":
         assert np.abs(np.array(out.embeddings) / 127 - floats).max() <= 0.5 / 127 + 1e-6
     else:
         bits = np.unpackbits(np.array(out.embeddings, dtype=np.uint8), axis=1).astype(bool)
         assert np.array_equal(bits, floats > 0)
+
+
+
+
+# --- what a form sends ------------------------------------------------------------------------------------
+
+
+def test_the_text_box_embeds_one_text_per_line_as_texts_would(embed):
+    typed = embed(text="how much protein should a female eat\n\n南瓜的家常做法\n")
+    listed = embed(texts=QUERIES)
+    assert np.array_equal(typed.embeddings, listed.embeddings) and typed.token_counts == listed.token_counts
+    ranked = embed(text=QUERIES[0], documents=DOCUMENTS, top_k=1)
+    assert ranked.ranking[0][0]["index"] == embed(texts=QUERIES[:1], documents=DOCUMENTS, top_k=1).ranking[0][0]["index"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(text="a", texts=["b"]), "give `text` or `texts`, not both"),
+        (dict(text="", texts=None), "give `texts` (a list of strings), `text` (one text per line) or `texts_file`"),
+        (dict(text="  \n "), "`texts` is required"),
+        (dict(texts=["a"], documents=[]), "`documents` is empty: untick `documents` or add one"),
+    ],
+)
+def test_form_mistakes_are_clear_errors(embed, kwargs, fragment):
+    with pytest.raises(InputError) as err:
+        embed(**kwargs)
+    assert fragment in str(err.value)
+
+
+def test_the_vectors_can_be_left_out_and_the_rest_stays(embed):
+    full = embed(texts=QUERIES, documents=DOCUMENTS)
+    out = embed(texts=QUERIES, documents=DOCUMENTS, include_vectors=False)
+    assert out.embeddings == [] and out.document_embeddings == [] and out.embeddings_base64 is None
+    assert out.ranking == full.ranking and np.array_equal(out.scores, full.scores)
+    assert out.token_counts == full.token_counts and out.usage == full.usage
+    assert embed(texts=QUERIES, include_vectors=False, encoding_format="base64").embeddings_base64 is None
+    assert embed(texts=QUERIES, include_vectors=False).document_embeddings is None  # no documents: still null
+
+
+def test_a_whole_number_float_is_a_top_k(embed):
+    assert embed(texts=QUERIES, documents=DOCUMENTS, top_k=1.0).ranking == embed(
+        texts=QUERIES, documents=DOCUMENTS, top_k=1).ranking
+    with pytest.raises(InputError, match="`top_k` must be a whole number of at least 1, got 1.5"):
+        embed(texts=QUERIES, documents=DOCUMENTS, top_k=1.5)

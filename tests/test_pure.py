@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 import torch
 
 from e5.batching import best_fit, pack_rows, padding_efficiency, plan_batches, plan_cost, round_up
-from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array
+from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array, vector_fields
 from e5.errors import InputError, WeightsError
 from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
 from e5.model import DeviceProfile, attention_mask_for, average_pool, device_profile, pack_batch, token_limit
-from e5.ranking import cosine_scores, rank
+from e5.ranking import cosine_scores, rank, ranking, round_scores
 from e5.validation import Limits, Options, Request, validate_options, validate_request, validate_texts
 
 LIMITS = Limits()
@@ -336,6 +337,27 @@ def test_ranking_is_best_first_and_cut_to_top_k():
     assert rank(scores, top_k=1).tolist() == [[1], [0]]
 
 
+def test_a_ranking_entry_is_the_document_index_and_its_score_rounded_like_the_vectors():
+    scores = np.array([[0.25, 0.9618099927902222, 0.5], [0.7, 0.1, 0.7]], dtype=np.float32)
+    ranked = ranking(scores)
+    assert [[e["index"] for e in row] for row in ranked] == [[1, 2, 0], [0, 2, 1]]  # ties keep document order
+    assert ranked[0][0] == {"index": 1, "score": 0.96180999}  # not float32's 0.9618099927902222
+    assert all(type(e["index"]) is int and type(e["score"]) is float for row in ranked for e in row)
+    assert ranking(scores, top_k=2)[1] == [{"index": 0, "score": 0.69999999}, {"index": 2, "score": 0.69999999}]
+    assert ranking(scores, top_k=5) == ranked  # top_k past the documents keeps them all
+    assert round_scores(scores).dtype == np.float64 and json.dumps(round_scores(scores).tolist()[0][1]) == "0.96180999"
+
+
+@pytest.mark.parametrize("fmt", ["float", "int8", "binary", "base64"])
+def test_vectors_fill_the_numbers_field_or_the_base64_field(unit_vectors, fmt):
+    numbers, strings = vector_fields(unit_vectors, fmt)
+    if fmt == "base64":
+        assert numbers == [] and strings == encode_vectors(unit_vectors, "base64")
+    else:
+        assert strings is None and isinstance(numbers, TupleArray)
+        assert np.array_equal(np.asarray(numbers), np.asarray(encode_vectors(unit_vectors, fmt)))
+
+
 def test_output_arrays_serialize_to_the_same_json_as_plain_lists():
     import copy
     import dataclasses
@@ -366,3 +388,50 @@ def test_top_k_must_be_a_whole_number_of_at_least_one(bad):
         validate_top_k(bad)
     assert err.value.code == "invalid_top_k"
     assert validate_top_k(1) == 1 and validate_top_k(None) is None
+
+
+# --- what a form sends (e5/form.py) ---------------------------------------------------------------------
+
+
+def test_the_text_box_is_one_text_per_line():
+    from e5.form import texts_from_box
+
+    assert texts_from_box("how much protein\n南瓜的家常做法\n") == ["how much protein", "南瓜的家常做法"]
+    assert texts_from_box("one\r\n\n   \ntwo") == ["one", "two"]  # Windows line ends; blank lines skipped
+    assert texts_from_box("  a sentence with  spaces ") == ["  a sentence with  spaces "]  # a line as typed
+    assert texts_from_box("") is None and texts_from_box(" \n ") is None and texts_from_box(None) is None
+
+
+@pytest.mark.parametrize(
+    "texts, text, texts_file, documents, fragment, code",
+    [
+        (None, "", None, None, "`texts` is required: give `texts` (a list of strings), `text` (one text per line) or "
+                               "`texts_file`", "missing_texts"),
+        (["a"], "b", None, None, "give `text` or `texts`, not both", "conflicting_inputs"),
+        (None, "b", "f.txt", None, "give `text` or `texts_file`, not both", "conflicting_inputs"),
+        (["a"], "", None, [], "`documents` is empty: untick `documents` or add one", "empty_list"),
+    ],
+)
+def test_form_mistakes_name_the_way_out(texts, text, texts_file, documents, fragment, code):
+    from e5.form import form_texts
+
+    with pytest.raises(InputError) as err:
+        form_texts(texts, text, texts_file, documents)
+    assert fragment in str(err.value) and err.value.code == code
+
+
+def test_form_texts_come_from_the_box_or_the_list():
+    from e5.form import form_texts
+
+    assert form_texts(None, "a\nb", None, ["d"]) == ["a", "b"]
+    assert form_texts(["a"], "", None, None) == ["a"] and form_texts(["a"], "  \n", None, None) == ["a"]
+    assert form_texts(None, "", "f.txt", None) is None  # a bulk job: the file is the texts
+    assert form_texts(["a"], "", "f.txt", None) == ["a"]  # texts and texts_file: the engine refuses it (validation)
+
+
+def test_a_whole_number_float_is_an_integer_and_nothing_else_changes():
+    from e5.form import whole_number
+
+    assert whole_number(2.0) == 2 and type(whole_number(2.0)) is int
+    for value in (2.5, 3, None, True, "2", float("inf")):
+        assert whole_number(value) is value

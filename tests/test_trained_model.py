@@ -379,13 +379,13 @@ def ranking_request(query_lang: str, passage_lang: str) -> dict:
 @pytest.mark.parametrize("lang", list(TOPICS))
 def test_each_query_ranks_its_own_passage_first(trained_embed, lang):
     out = trained_embed(**ranking_request(lang, lang))
-    assert [r[0] for r in out.ranking] == list(range(5)), np.round(np.asarray(out.scores), 3)
+    assert [r[0]["index"] for r in out.ranking] == list(range(5)), np.round(np.asarray(out.scores), 3)
 
 
 @pytest.mark.parametrize("lang", ["de", "fr", "ru", "zh", "ja", "ar", "hi"])
 def test_a_query_finds_the_english_answer(trained_embed, lang):
     out = trained_embed(**ranking_request(lang, "en"))
-    assert [r[0] for r in out.ranking] == list(range(5)), np.round(np.asarray(out.scores), 3)
+    assert [r[0]["index"] for r in out.ranking] == list(range(5)), np.round(np.asarray(out.scores), 3)
 
 
 def test_in_a_mixed_language_index_every_query_finds_an_answer_first(trained_embed):
@@ -395,7 +395,7 @@ def test_in_a_mixed_language_index_every_query_finds_an_answer_first(trained_emb
     queries = [(topic, q) for qs, _ in TOPICS.values() for topic, q in enumerate(qs)]
     out = trained_embed(texts=[QUERY + q for _, q in queries], documents=[PASSAGE + p for _, p in passages],
                         input_type="document", top_k=1)
-    wrong = [q for (topic, q), best in zip(queries, out.ranking) if passages[best[0]][0] != topic]
+    wrong = [q for (topic, q), best in zip(queries, out.ranking) if passages[best[0]["index"]][0] != topic]
     assert not wrong, wrong
 
 
@@ -409,7 +409,7 @@ def test_the_server_ranks_across_languages(trained_dir, tmp_path):
             status, body = server.predict(ranking_request(query_lang, passage_lang))
             assert status == 200 and body["status"] == "succeeded", body
             assert body["output"]["dimensions"] == 384
-            assert [r[0] for r in body["output"]["ranking"]] == list(range(5)), (query_lang, passage_lang, body["output"]["scores"])
+            assert [r[0]["index"] for r in body["output"]["ranking"]] == list(range(5)), (query_lang, passage_lang, body["output"]["scores"])
 
 
 # --- bitext mining on Debian's translations --------------------------------------------------------------

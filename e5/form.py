@@ -1,0 +1,49 @@
+"""What a form sends, made into a request: the text box, the whole-number float, the way out of each mistake.
+
+Replicate's web form (and Cog's own schema-driven UI) renders `list[str]` inputs as JSON editors and a `str`
+input as a plain text box. `text` is that box: one text per line, so a person embeds a sentence or several
+without writing JSON. Forms also send what a person ticked but left empty (`documents: []`) and clients send
+`2.0` for a whole number; both are answered here with the way out, before the engine's own checks.
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def texts_from_box(text: str | None) -> list[str] | None:
+    """One text per line; blank lines are skipped (a trailing line break is no empty text). None: nothing typed.
+
+    A line break always ends a text here: a text that contains one is sent as an item of `texts`.
+    """
+    if text is None or not text.strip():
+        return None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def whole_number(value: object) -> object:
+    """`2.0` -> 2: JSON clients write whole numbers as floats, and JSON Schema's `integer` admits them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def form_texts(texts: object, text: str | None, texts_file: object, documents: object) -> object:
+    """The texts to embed, from `texts` or the `text` box, or the mistake with its way out.
+
+    `texts` with `texts_file` is left to the engine's checks (validation.py), which refuse it the same way.
+    """
+    typed = texts_from_box(text)
+    if typed is not None:
+        for name, value in (("texts", texts), ("texts_file", texts_file)):
+            if value is not None:
+                raise InputError(f"give `text` or `{name}`, not both (`text` is one text per line; `{name}` "
+                                 "replaces it)", "conflicting_inputs")
+        texts = typed
+    elif texts is None and texts_file is None:
+        raise InputError("`texts` is required: give `texts` (a list of strings), `text` (one text per line) or "
+                         "`texts_file`", "missing_texts")
+    if isinstance(documents, (list, tuple)) and len(documents) == 0:
+        raise InputError("`documents` is empty: untick `documents` or add one (leave it out to embed without ranking)",
+                         "empty_list")
+    return texts
