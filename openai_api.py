@@ -254,7 +254,7 @@ def ranked(response: Response) -> list[tuple[int, float]]:
     indices best first (cut to top_k), `scores[0]` every document's cosine.
     """
     scores = response.scores[0]
-    return [(int(i), float(scores[i])) for i in response.ranking[0]]
+    return [(int(i), round(float(scores[i]), 6)) for i in response.ranking[0]]
 
 
 def rerank_body(response: Response, documents: list[str], return_documents: bool) -> dict:

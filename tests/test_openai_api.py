@@ -427,6 +427,17 @@ def test_the_services_names_become_this_faces_names():
     assert (err.status, err.param, err.message) == (400, "query", "`query` and `documents` have 9 texts")
 
 
+def test_api_settings_from_the_environment():
+    from e5.startup import ApiSettings
+
+    assert ApiSettings.from_env({}) == ApiSettings(api_key=None, max_body_bytes=32_000_000, max_requests=32)
+    assert ApiSettings.from_env({"E5_API_KEY": "  "}).api_key is None  # blank is unset, not an empty key
+    given = ApiSettings.from_env({"E5_API_KEY": "k", "E5_API_MAX_BODY_BYTES": "1000", "E5_API_MAX_REQUESTS": "4"})
+    assert (given.api_key, given.max_body_bytes, given.max_requests) == ("k", 1000, 4)
+    with pytest.raises(ValueError, match="E5_API_MAX_BODY_BYTES must be at least 1"):
+        ApiSettings.from_env({"E5_API_MAX_BODY_BYTES": "0"})
+
+
 # --- schemathesis over the app's own OpenAPI document -------------------------------------------------
 
 
