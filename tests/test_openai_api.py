@@ -427,6 +427,32 @@ def test_the_services_names_become_this_faces_names():
     assert (err.status, err.param, err.message) == (400, "query", "`query` and `documents` have 9 texts")
 
 
+def test_the_load_comparison_checks_every_answer_of_both_servers(checkpoint_dir, tmp_path):
+    import argparse
+
+    from benchmarks import openai_loadtest
+
+    args = argparse.Namespace(levels="1,2", per_level=4, repeat=2, slots=8, time_limit=120, seed=5)
+    report = openai_loadtest.run_compare(args, checkpoint_dir, tmp_path)
+    check = report["check"]
+    assert (check["ok"], check["failures"], check["wrong"], check["lost"]) == (32, 0, 0, 0), check["examples"]
+    for level in ("cog", "openai"):
+        assert all(report[level][c]["requests"] == 8 for c in (1, 2))
+    pairs = report["openai_vs_cog_requests_per_s"][2]["repeats"]
+    assert len(pairs) == 2 and all(r > 0 for r in pairs)
+    assert "e5: texts 1," in (tmp_path / "openai.log").read_text()  # the OpenAI server did the work it was sent
+
+
+def test_the_local_start_script_runs_the_module_with_host_and_port():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "serve_openai.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)  # it parses
+    last = script.read_text().strip().splitlines()[-1]
+    assert last.startswith("exec .venv-serve/bin/python -m openai_api --host") and "--port" in last
+
+
 def test_api_settings_from_the_environment():
     from e5.startup import ApiSettings
 
