@@ -10,20 +10,15 @@ formats) are tied to these literals by tests, not by imports.
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Optional
 
 from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import Embedder
-from e5.batcher import max_wait_from_env
-from e5.model import runtime_report
 from e5.form import form_texts, whole_number
-from e5.service import EmbeddingService, without_vectors
-from e5.validation import Limits, Options, Request
-
-DEFAULT_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+from e5.service import without_vectors
+from e5.startup import load_service
+from e5.validation import Options, Request
 
 
 class Usage(BaseModel):
@@ -65,18 +60,7 @@ def _given(value):
 
 class Predictor(BasePredictor):
     async def setup(self) -> None:
-        start = time.perf_counter()
-        weights_dir = os.environ.get("E5_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR
-        limits, max_wait_s = Limits.from_env(), max_wait_from_env(os.environ)
-        embedder = Embedder.load(weights_dir)
-        warm = embedder.warm_up()
-        self.service = EmbeddingService(embedder, limits, max_wait_s)
-        p = embedder.profile
-        print(
-            f"e5: loaded {weights_dir} on {p.device} ({str(p.dtype).removeprefix('torch.')}), "
-            f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; {runtime_report(p.device)}; "
-            f"warm-up {warm:.2f}s, setup {time.perf_counter() - start:.2f}s"
-        )
+        self.service = load_service()  # weights, E5_* settings, warm-up and the log line, as every face starts
 
     @property
     def embedder(self) -> Embedder:

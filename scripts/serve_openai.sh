@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The OpenAI-compatible server on this machine, without Docker: install, fetch the weights, serve.
+#   bash scripts/serve_openai.sh     -> http://127.0.0.1:8000/v1/embeddings (HOST and PORT override)
+# The same settings as the Cog face (E5_*), plus E5_API_KEY to require a bearer token. Needs Python 3.11-3.13.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv-serve
+.venv-serve/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv-serve/bin/python scripts/download_weights.py
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv-serve/bin/python -m openai_api --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
