@@ -239,9 +239,11 @@ def check_dimensions(dimensions: int | None, width: int) -> None:
 
 
 def embeddings_body(response: Response) -> dict:
+    # base64 vectors travel in their own field of the service's Response (the Cog schema types each field once).
+    vectors = response.embeddings_base64 if response.embeddings_base64 is not None else as_list(response.embeddings)
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(as_list(response.embeddings))],
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(vectors)],
         "model": response.model,
         "usage": response.usage,
     }
