@@ -16,67 +16,38 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit.process import ROOT, ServerProcess, free_port  # noqa: F401 (free_port: tests import it from here)
+
 SCHEMA = ROOT / ".cog" / "openapi_schema.json"  # the server reads it from its working directory
 IMAGE_SLOTS = 32  # = @concurrent(max=32) in predict.py (tests/test_cog_schema.py ties them)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class CogServer:
+class CogServer(ServerProcess):
     def __init__(self, weights_dir: str | Path, concurrency: int = IMAGE_SLOTS, env: dict[str, str] | None = None, log_path=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.weights_dir = str(weights_dir)
+        super().__init__(weights_dir, env, log_path)
         self.concurrency = concurrency
-        self.extra_env = env or {}
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "CogServer":
-        if not SCHEMA.is_file():  # without it the server checks nothing: a server no image runs
-            raise FileNotFoundError(f"{SCHEMA} is missing: run `python scripts/cog_schema.py --write`")
-        env = {
-            **os.environ,
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
+
+    def environment(self) -> dict[str, str]:
+        return {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
             "PORT": str(self.port),
             "COG_MAX_CONCURRENCY": str(self.concurrency),
-            "E5_WEIGHTS_DIR": self.weights_dir,
-            **self.extra_env,
         }
-        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.log_path and self._log is not subprocess.DEVNULL:
-            self._log.close()
+    def __enter__(self) -> "CogServer":
+        if not SCHEMA.is_file():  # without it the server checks nothing: a server no image runs
+            raise FileNotFoundError(f"{SCHEMA} is missing: run `python scripts/cog_schema.py --write`")
+        return super().__enter__()
 
     def status(self) -> str | None:
         try:

@@ -11,57 +11,19 @@ its own process: what is tested is the server a self-hoster runs, over HTTP.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-
-from testkit.cog_server import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from testkit.process import ServerProcess
 
 
-class OpenAIServer:
-    def __init__(self, weights_dir: str | Path, env: dict[str, str] | None = None, log_path: str | Path | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.weights_dir = str(weights_dir)
-        self.extra_env = env or {}
-        self.log_path = Path(log_path) if log_path else None
-        self.proc: subprocess.Popen | None = None
+class OpenAIServer(ServerProcess):
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "openai_api", "--host", "127.0.0.1", "--port", str(self.port)]
 
-    def __enter__(self) -> "OpenAIServer":
-        env = {
-            **os.environ,
-            "E5_WEIGHTS_DIR": self.weights_dir,
-            "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
-        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "openai_api", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.log_path and self._log is not subprocess.DEVNULL:
-            self._log.close()
+    def environment(self) -> dict[str, str]:
+        return {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path else ""

@@ -261,8 +261,10 @@ def readme_inputs() -> dict[str, list[dict]]:
         words = shlex.split(line)
         pairs = [words[i + 1].split("=", 1) for i, w in enumerate(words) if w == "-i"]
         found["cog predict"].append({key: cli_value(value, props[key]) for key, value in pairs})
-    for body in re.findall(r"-d '(\{.*?\})'", readme, flags=re.S):
-        found["curl"].append(json.loads(body)["input"])
+    for command in readme.split("curl ")[1:]:
+        body = re.match(r"[^']*(?:'[^']*'[^']*)*?-d '(\{.*?\})'", command, flags=re.S)
+        if body and "/predictions" in command[: body.start(1)]:  # Cog's route; the OpenAI face is tested apart
+            found["curl"].append(json.loads(body.group(1))["input"])
     for literal in re.findall(r"input=(\{.*?\})\)", readme, flags=re.S):
         found["python"].append(ast.literal_eval(literal))
     return found
