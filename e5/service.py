@@ -26,7 +26,8 @@ from .instructions import format_texts
 from .memory import return_freed_memory
 from .model import MODEL_ID
 from .ranking import cosine_scores, rank
-from .validation import Limits, Options, Request, validate_file_request, validate_request
+from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
+                         validate_request)
 
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
 TOKENIZE_IN_THREAD_CHARS = 50_000
@@ -72,7 +73,7 @@ class EmbeddingService:
 
     def __init__(self, embedder: Embedder, limits: Limits, max_wait_s: float):
         self.embedder = embedder
-        self.limits = limits
+        self.limits = limits.check()  # a setting no request could pass stops setup, naming it
         self.max_wait_s = max_wait_s
         self._batcher: Batcher | None = None
         self._last_sweep = -math.inf  # the first idle sweeps at once
@@ -162,6 +163,7 @@ class EmbeddingService:
         options = request.options
         texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, self.limits)
         total = await self._check_file(texts_file, options)
+        check_file_result(total, request.output_file_format, self.limits, self.embedder.dimensions)
         print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
         await asyncio.to_thread(remove_leftovers)
         result = ResultFile(request.output_file_format, total, self.embedder.dimensions)
@@ -226,7 +228,7 @@ class EmbeddingService:
         return counts, truncated, times
 
     async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
-        if sum(len(t) for t in texts) > TOKENIZE_IN_THREAD_CHARS:
+        if tokenized_chars(texts, options) > TOKENIZE_IN_THREAD_CHARS:
             return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
         return prepare(self.embedder, texts, options, name)
 
