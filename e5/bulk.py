@@ -13,8 +13,9 @@ job first removes result folders whose owner is gone.
 Cog's server keeps copies too: coglet 0.23 writes every output over 6 MiB of JSON (a bulk job's data URL, or
 a few thousand vectors) to `/tmp/coglet/predictions/<id>/outputs/spill_<uuid>.json`, reads it back at once,
 and never deletes it (crates/coglet/src/worker.rs `build_output_message`, orchestrator.rs `FileOutput`; seen
-on the real server). Each bulk job also deletes such files once they are a minute old, long after the server
-has read them; the folders stay (a running prediction writes into its own).
+on the real server). The service deletes such files once they are SPILL_MIN_AGE_S old, long after the server
+has read them, as requests end and when idle (service.py `sweep_if_due`, `tidy_up`); the folders stay (a
+running prediction writes into its own).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 RESULT_PREFIX = "e5-result-"  # a job's folder in the temp directory: one result file and nothing else
 _STAGING_PREFIX = "e5-staging-"  # a folder not yet locked: sweeps never look at these
 COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # coglet's per-prediction folders (service.rs), fixed
-SPILL_MIN_AGE_S = 60.0  # coglet reads a spill file as soon as it is written; older than this, it is done
+SPILL_MIN_AGE_S = 20.0  # coglet reads a spill file as soon as it is written (milliseconds); older, it is done
 
 
 class VectorWriter:

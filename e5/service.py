@@ -33,7 +33,9 @@ from .validation import (Limits, Options, Request, check_file_result, tokenized_
 TOKENIZE_IN_THREAD_CHARS = 50_000
 FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `texts_file`
 SCORE_DECIMALS = 6
-SWEEP_INTERVAL_S = 60.0  # how often an idle container looks for the files Cog left
+# How often the container looks for the files Cog left (as a request ends, or when idle). With spill files
+# deleted at SPILL_MIN_AGE_S (e5/bulk.py), /tmp holds at most ~SPILL_MIN_AGE_S + SWEEP_INTERVAL_S of outputs.
+SWEEP_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -79,13 +81,23 @@ class EmbeddingService:
         self._last_sweep = -math.inf  # the first idle sweeps at once
 
     def tidy_up(self) -> None:
-        """When the batcher idles: freed memory back to the OS and, at most once a minute, the files that
-        Cog's server and dead workers left (coglet never deletes its output spill files; e5/bulk.py)."""
+        """When the batcher idles: freed memory back to the OS, and the files Cog left if a sweep is due."""
         return_freed_memory()
-        now = time.monotonic()
-        if now - self._last_sweep >= SWEEP_INTERVAL_S:
-            self._last_sweep = now
+        if self._sweep_due():
             remove_leftovers()
+
+    def sweep_if_due(self) -> None:
+        """As each request ends, also under load: the files that Cog's server and dead workers left (coglet
+        never deletes its output spill files; e5/bulk.py), every SWEEP_INTERVAL_S at most, off the event loop."""
+        if self._sweep_due():
+            self.batcher().loop.run_in_executor(None, remove_leftovers)
+
+    def _sweep_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_INTERVAL_S:
+            return False
+        self._last_sweep = now
+        return True
 
     def batcher(self) -> Batcher:
         # The batcher lives on the event loop that runs requests; a new loop (tests) gets a new one.
@@ -101,9 +113,15 @@ class EmbeddingService:
 
     async def run(self, request: Request) -> tuple[Response, dict]:
         """One request -> (its response, its metrics: counts and per-phase seconds)."""
-        if request.texts_file is not None:
-            return await self.embed_file(request)
-        return await self.embed(request)
+        try:
+            if request.texts_file is not None:
+                return await self.embed_file(request)
+            return await self.embed(request)
+        except BaseException:  # refused, failed or cancelled: what it held goes back to the OS once idle
+            self.batcher().trim_soon()
+            raise
+        finally:
+            self.sweep_if_due()
 
     async def embed(self, request: Request) -> tuple[Response, dict]:
         batcher = self.batcher()

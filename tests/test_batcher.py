@@ -527,7 +527,7 @@ def test_an_idle_container_deletes_the_output_files_cog_leaves_behind(predictor,
     service.tidy_up()
     assert not old.exists() and fresh.exists()  # a fresh one may still be read
     os.utime(fresh, (time.time() - 120, time.time() - 120))
-    service.tidy_up()  # within a minute of the last sweep: nothing looks
+    service.tidy_up()  # within SWEEP_INTERVAL_S of the last sweep: nothing looks
     assert fresh.exists()
 
 
