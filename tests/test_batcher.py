@@ -534,3 +534,20 @@ def test_an_idle_container_deletes_the_output_files_cog_leaves_behind(predictor,
 def test_the_service_s_batcher_tidies_up_when_idle(predictor, loop, embed):
     embed(texts=["hello"])
     assert predictor.service._batcher.on_idle == predictor.service.tidy_up
+
+
+def test_queries_with_a_long_task_tokenize_off_the_event_loop(predictor, loop, monkeypatch):
+    """The threshold counts the task in front of each query: 100 short queries and a 2,000-character task are
+    ~200,000 characters for the tokenizer, though the texts alone are 1,000."""
+    import threading
+
+    from conftest import DEFAULTS
+    from e5 import service
+
+    threads = []
+    real = service.prepare
+    monkeypatch.setattr(service, "prepare", lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    texts = [f"query {i:04d}" for i in range(100)]
+    assert sum(map(len, texts)) < service.TOKENIZE_IN_THREAD_CHARS
+    loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts": texts, "task": "Find the passage. " * 110}))
+    assert threads and all(t is not threading.main_thread() for t in threads)
