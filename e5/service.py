@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,18 +80,19 @@ class EmbeddingService:
         self.max_wait_s = max_wait_s
         self._batcher: Batcher | None = None
         self._last_sweep = -math.inf  # the first idle sweeps at once
+        self._files_in_use: set[Path] = set()  # the `texts_file` of each bulk job running: never swept
 
     def tidy_up(self) -> None:
         """When the batcher idles: freed memory back to the OS, and the files Cog left if a sweep is due."""
         return_freed_memory()
         if self._sweep_due():
-            remove_leftovers()
+            remove_leftovers(frozenset(self._files_in_use))
 
     def sweep_if_due(self) -> None:
         """As each request ends, also under load: the files that Cog's server and dead workers left (coglet
         never deletes its output spill files; e5/bulk.py), every SWEEP_INTERVAL_S at most, off the event loop."""
         if self._sweep_due():
-            self.batcher().loop.run_in_executor(None, remove_leftovers)
+            self.batcher().loop.run_in_executor(None, remove_leftovers, frozenset(self._files_in_use))
 
     def _sweep_due(self) -> bool:
         now = time.monotonic()
@@ -178,12 +180,19 @@ class EmbeddingService:
         """
         started = time.perf_counter()
         request = validate_file_request(request, self.limits)
+        self._files_in_use.add(Path(os.path.abspath(request.texts_file)))
+        try:
+            return await self._embed_file_in_use(request, started)
+        finally:
+            self._files_in_use.discard(Path(os.path.abspath(request.texts_file)))
+
+    async def _embed_file_in_use(self, request: Request, started: float) -> tuple[Response, dict]:
         options = request.options
         texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, self.limits)
         total = await self._check_file(texts_file, options)
         check_file_result(total, request.output_file_format, self.limits, self.embedder.dimensions)
         print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
-        await asyncio.to_thread(remove_leftovers)
+        await asyncio.to_thread(remove_leftovers, frozenset(self._files_in_use))
         result = ResultFile(request.output_file_format, total, self.embedder.dimensions)
         try:
             counts, truncated, times = await self._embed_file(texts_file, options, result, total, started)

@@ -62,3 +62,32 @@ def test_cog_yaml_caps_the_malloc_arenas():
 
     lines = [line.split("#")[0].strip() for line in (ROOT / "cog.yaml").read_text().splitlines()]
     assert "- MALLOC_ARENA_MAX=2" in lines
+
+
+def test_uploads_of_cancelled_jobs_are_swept_and_nothing_else(tmp_path):
+    from e5.bulk import UPLOAD_MIN_AGE_S, remove_stale_uploads
+
+    old = time.time() - UPLOAD_MIN_AGE_S - 1
+    names = {"stale": "tmpab12_x9zfile.txt", "fresh": "tmpcd34_y8yfile.bin", "running": "tmpef56_z7xfile",
+             "open": "tmpgh78_w6wfile.gz", "not cog's": "tmpij90_v5vnotes.txt", "a folder": "tmpkl12_u4ufile.d"}
+    paths = {what: tmp_path / name for what, name in names.items()}
+    for what, path in paths.items():
+        path.mkdir() if what == "a folder" else path.write_bytes(b"x")
+        if what != "fresh":
+            os.utime(path, (old, old))
+    with open(paths["open"], "rb"):  # a download being written, or a file being read
+        removed = remove_stale_uploads(tmp_path, frozenset({paths["running"]}))
+    assert removed == [paths["stale"]]
+    assert all(path.exists() for what, path in paths.items() if what != "stale")
+
+
+def test_a_running_bulk_job_s_input_is_in_use_until_it_ends(predictor, loop, tmp_path, monkeypatch):
+    from conftest import DEFAULTS
+
+    seen = []
+    monkeypatch.setattr("e5.service.remove_leftovers", lambda in_use=frozenset(): seen.append(set(in_use)))
+    path = tmp_path / "tmpab12_x9zfile.txt"
+    path.write_text("one\ntwo\n")
+    loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": path, "input_type": "document"}))
+    assert seen and seen[0] == {path}
+    assert predictor.service._files_in_use == set()
