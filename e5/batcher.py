@@ -217,9 +217,13 @@ class Batcher:
         await self._wakeup.wait()
 
     async def _woken_within(self, seconds: float) -> bool:
+        # asyncio.timeout, not wait_for: before Python 3.12, wait_for swallows a cancellation that arrives as
+        # the event is set, and the loop then waited forever at shutdown (seen: a refusal's trim_soon() as
+        # asyncio.run() cancelled the loop).
         try:
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
             return False
         return True
 

@@ -551,3 +551,22 @@ def test_queries_with_a_long_task_tokenize_off_the_event_loop(predictor, loop, m
     assert sum(map(len, texts)) < service.TOKENIZE_IN_THREAD_CHARS
     loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts": texts, "task": "Find the passage. " * 110}))
     assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_a_loop_cancelled_as_it_is_woken_ends():
+    """A refusal wakes the idle loop (trim_soon) as the event loop may be shutting down: the cancellation must
+    not be lost (asyncio.wait_for before Python 3.12 lost it, and asyncio.run() then waited forever)."""
+    from e5.batcher import Batcher
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(), max_wait_s=0.0, idle_trim_s=0.05, on_idle=lambda: None)
+        batcher.trim_soon()
+        await asyncio.sleep(0.01)  # the loop waits out its idle delay
+        batcher.trim_soon()  # the event is set ...
+        batcher._task.cancel()  # ... and the loop cancelled in the same step
+        await asyncio.wait([batcher._task], timeout=2.0)
+        done = batcher._task.done()
+        batcher.close()
+        return done
+
+    assert asyncio.run(scenario())
