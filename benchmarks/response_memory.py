@@ -2,6 +2,7 @@
 
     python -m benchmarks.response_memory [--cases 4000x0,1000x1000,...] [--weights DIR] [--json out.json]
     python -m benchmarks.response_memory --synthetic [--kinds float:4096000,entry:2000000,...]
+    python -m benchmarks.response_memory --refused 20000000
 
 Each case `QxD[:encoding[:top_k]]` sends Q short texts (and D documents to rank against them) to one fresh
 server's warm worker, after resetting the peak resident memory (VmHWM, through /proc/PID/clear_refs) of the
@@ -16,6 +17,9 @@ components, float64 rounded to 8 decimals), `score` (float32 rounded to 6, today
 today's `ranking`), `int8`, `binary` (0-255), `base64` (one 5,464-character string per vector) and `entry`
 (`{"index": i, "score": s}` dicts in a list per query of 1,000). It prints the bytes each element costs the
 server and the worker at their peak.
+
+--refused N sends one request of N one-character texts (refused by E5_MAX_TEXTS) and prints the worker's
+peak and its resident memory 3 s after the answer: what a refusal leaves behind.
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic", action="store_true", help="each output element kind, through a stub predictor")
     parser.add_argument("--kinds", default="float:4096000,score:4000000,index:4000000,int8:4096000,binary:4096000,"
                                            "base64:8000,entry:2000000")
+    parser.add_argument("--refused", type=int, help="send one refused request of this many one-character texts")
     args = parser.parse_args(argv)
     if args.synthetic:
         records = measure_synthetic(args.kinds)
@@ -174,7 +179,21 @@ def main(argv=None) -> int:
             assert server.wait_until() == "READY"
             worker = child_pids(server.proc.pid)[0]
             server.predict({"texts": ["warm up"] * 10})
-            for case in args.cases.split(","):
+            if args.refused:
+                time.sleep(2.0)
+                before = memory_mb("VmRSS", worker)
+                reset_peak(worker)
+                body = json.dumps({"input": {"texts": ["a"] * args.refused}}).encode()
+                status, out = server.post("/predictions", body, timeout=1800)
+                peak = memory_mb("VmHWM", worker)
+                time.sleep(3.0)
+                record = {"refused_texts": args.refused, "request_mb": round(len(body) / 1e6, 1), "http": status,
+                          "status": out.get("status"), "error": str(out.get("error"))[:200],
+                          "worker_before_mb": round(before), "worker_peak_mb": round(peak),
+                          "worker_3s_after_mb": round(memory_mb("VmRSS", worker))}
+                records.append(record)
+                print(json.dumps(record), flush=True)
+            for case in (args.cases.split(",") if not args.refused else []):
                 record = measure(server, worker, parse_case(case))
                 records.append(record)
                 print(json.dumps(record), flush=True)

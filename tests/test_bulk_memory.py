@@ -3,7 +3,7 @@ fresh process (benchmarks/bulk_run.py --hostile), each refused with its message 
 
 The rise is the peak resident memory during the case (reset to the current figure just before, through
 /proc/self/clear_refs; where that is refused, the peak since start: an upper bound) less the resident memory
-before. The big single-line files are sparse (a megabyte of text, then a hole), so the test writes ~25 MB in all; a
+before. The big single-line files are sparse (two megabytes of text, then a hole), so the test writes ~30 MB in all; a
 reader that held the whole line would read the hole too. Figures for real 1 GB files: docs/reliability.md.
 """
 
