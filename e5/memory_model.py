@@ -8,8 +8,8 @@ number, whatever its JSON width, so a 1024-float vector costs ~270 KB in all and
 string ~46 KB: the element count, not the JSON size, is what to bound. On top come the engine's own arrays
 (float32 vectors, the query x document scores and their sort) and the tokenizer's output.
 
-`estimate` returns these parts in bytes; `check` (through validation.py) refuses a request whose total is over
-`Limits.max_request_mb` (E5_MAX_REQUEST_MB), naming the largest part and the way out. The shape is a
+`estimate` returns these parts in bytes; validation.py's `check_memory` refuses a request whose total is over
+`Limits.max_request_mb` (E5_MAX_REQUEST_MB), naming the largest parts and the way out. The shape is a
 parameter, not today's output: `ranking` as `{index, score}` entries cut to `top_k`, the `scores` matrix
 only without `top_k`, and the vectors optional. Costs are the measured figures rounded up, so the model
 errs high.
@@ -91,7 +91,8 @@ def ways_out(shape: Shape, parts: dict[str, int]) -> str:
         elif part == "ranking" and parts[part]:
             ways.append("lower `top_k`")
         elif part == "vectors" and parts[part] and shape.encoding != "base64":
-            ways.append("use `encoding_format` base64 (a vector as one string costs Cog ~6x less memory than as 1024 numbers; int8 saves little)")
+            ways.append("use `encoding_format` base64 (a vector as one string costs Cog ~6x less memory than as "
+                        "1024 numbers; int8 saves little)")
     ways.append("send fewer texts or documents per request")
     ways.append("embed large sets as a `texts_file` or with Ray (scripts/ray_embed.py)")
     return "; ".join(dict.fromkeys(ways))
