@@ -50,12 +50,12 @@ def test_the_same_square_with_top_k_is_admitted():
     validate_request(request(4000, 4000, top_k=10), Limits())
 
 
-def test_the_largest_texts_only_request_the_other_limits_allow_fits_the_default():
-    # 10,000 texts (E5_MAX_TEXTS) of 400 characters (4,000,000 in all: E5_MAX_REQUEST_CHARS), as floats
-    limits = Limits()
-    shape = Shape(limits.max_texts, chars=limits.max_chars_per_request)
-    assert peak_bytes(shape) <= limits.max_request_mb * MB
-    validate_request(request(limits.max_texts, chars=400), limits)
+def test_the_most_texts_fit_the_default_as_floats_when_short_and_as_base64_at_the_character_limit():
+    limits = Limits()  # 10,000 texts (E5_MAX_TEXTS), 4,000,000 characters (E5_MAX_REQUEST_CHARS)
+    validate_request(request(limits.max_texts, chars=100), limits)
+    validate_request(request(limits.max_texts, chars=400, encoding="base64"), limits)
+    with pytest.raises(InputError, match="use `encoding_format` base64"):
+        validate_request(request(limits.max_texts, chars=400), limits)
 
 
 def test_the_limit_is_read_from_the_environment_and_a_bad_value_stops_setup():
