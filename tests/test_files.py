@@ -489,3 +489,36 @@ def test_a_text_of_astral_characters_at_the_limit_is_read_from_json_as_from_text
     path = tmp_path / f"emoji{suffix}"
     path.write_text(json.dumps([text]) if suffix == ".json" else json.dumps({"text": text}) + "\n")
     assert texts_of(path, limits) == [text]
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("a.csv", b"SECRET_NAME,SECRET_SSN\nx,y\n"),
+        ("a.csv", b"id,text\n1,\"SECRET never closed\n2,b\n"),
+        ("a.csv", b"id,text\n1\n"),
+        ("a.csv", b'id,text\n1,"SECRET"x\n'),
+        ("a.jsonl", b'{"SECRET": "no text field"}\n'),
+        ("a.jsonl", b'{"text": "SECRET", \n'),
+        ("a.jsonl", b'{"text": SECRET}\n'),
+        ("a.jsonl", b'{"text": 12345678901234567890}\n'),
+        ("a.json", b'["ok", SECRET]'),
+        ("a.json", b'["ok" SECRET]'),
+        ("a.json", b'["SECRET\\x"]'),
+        ("a.txt", b"ok\n\nSECRET\n"),
+        ("a.txt", b"SECRET \xff\n"),
+        ("a.txt.gz", gzip.compress(b"SECRET\n") + b"SECRET"),
+        ("upload", b"SECRET_A,SECRET_B\n1,2\n"),
+    ],
+)
+def test_no_error_from_a_file_quotes_its_content(tmp_path, name, content):
+    """coglet logs a failed prediction's error: it must say where and why, never what the file holds."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    try:
+        texts_of(path)
+    except InputError as err:
+        assert "SECRET" not in str(err), str(err)
+        assert "1234567890" not in str(err), str(err)
+    else:
+        assert name == "upload"  # read as text: no error to check
