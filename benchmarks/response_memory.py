@@ -15,7 +15,8 @@ checkpoint unless --weights is given.
 (SYNTHETIC below) that returns COUNT elements of KIND in an object, as the real one does: `float` (vector
 components, float64 rounded to 8 decimals), `score` (float32 rounded to 6, today's `scores`), `index` (int64,
 today's `ranking`), `int8`, `binary` (0-255), `base64` (one 5,464-character string per vector) and `entry`
-(`{"index": i, "score": s}` dicts in a list per query of 1,000). It prints the bytes each element costs the
+(`{"index": i, "score": s}` dicts in a list per query of 1,000) or `model_entry` (the same as Cog
+`BaseModel` objects). It prints the bytes each element costs the
 server and the worker at their peak.
 
 --refused N sends one request of N one-character texts (refused by E5_MAX_TEXTS) and prints the worker's
@@ -85,6 +86,10 @@ from e5.encodings import output_array
 class Output(BaseModel):
     values: list
 
+class RankedDocument(BaseModel):
+    index: int
+    score: float
+
 class Predictor(BasePredictor):
     def predict(self, kind: str = Input(default="float"), count: int = Input(default=1024)) -> Output:
         rng = np.random.default_rng(0)
@@ -92,6 +97,10 @@ class Predictor(BasePredictor):
             return Output(values=["A" * 5464 for _ in range(count)])
         if kind == "entry":
             rows = [[{"index": int(i), "score": round(float(s), 6)} for i, s in enumerate(rng.random(1000))]
+                    for _ in range(count // 1000)]
+            return Output(values=rows)
+        if kind == "model_entry":
+            rows = [[RankedDocument(index=int(i), score=round(float(s), 6)) for i, s in enumerate(rng.random(1000))]
                     for _ in range(count // 1000)]
             return Output(values=rows)
         width = 1000 if kind in ("score", "index") else 128 if kind == "binary" else 1024
