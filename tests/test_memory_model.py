@@ -121,3 +121,16 @@ def test_top_k_out_of_range_gets_a_clear_error(value):
                                          r"\(E5_MAX_TEXTS\), got ") as err:
         validate_top_k(value)
     assert "1e+30 (a number written with an exponent or a fraction)" in str(err.value) or value != 1e30
+
+
+def test_a_bulk_job_whose_result_would_not_fit_is_refused_before_any_forward(predictor, loop, tmp_path, monkeypatch):
+    from conftest import DEFAULTS
+
+    forwards = []
+    monkeypatch.setattr(predictor.service, "limits", Limits(max_request_mb=1))  # ~16 texts as .npy
+    monkeypatch.setattr(predictor.embedder, "forward", lambda *a, **k: forwards.append(1))
+    path = tmp_path / "texts.txt"
+    path.write_text("".join(f"text {i}\n" for i in range(100)))
+    with pytest.raises(InputError, match=r"`texts_file` has 100 texts; returning their vectors as \.npy would hold"):
+        loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": path, "input_type": "document"}))
+    assert forwards == []
