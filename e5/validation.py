@@ -37,7 +37,7 @@ class Limits:
     max_file_bytes: int = 200_000_000
     # E5_MAX_REQUEST_MB: what one request may make the server and its worker hold at their peak, as
     # memory_model.py estimates it from the request's counts (docs/design.md, "Memory per request").
-    max_request_mb: int = 4_000
+    max_request_mb: int = 5_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Limits":

@@ -21,7 +21,8 @@ LIMIT_MB = 1500
 @pytest.fixture
 def server(checkpoint_dir, tmp_path_factory):  # a fresh one per case: "at rest" is a server that served nothing big
     log = tmp_path_factory.mktemp("memory-bound") / "server.log"
-    with CogServer(checkpoint_dir, concurrency=1, env={"E5_MAX_REQUEST_MB": str(LIMIT_MB)}, log_path=log) as s:
+    env = {"E5_MAX_REQUEST_MB": str(LIMIT_MB), "MALLOC_ARENA_MAX": "2"}  # as cog.yaml sets it in the image
+    with CogServer(checkpoint_dir, concurrency=1, env=env, log_path=log) as s:
         assert s.wait_until() == "READY", log.read_text()[-3000:]
         s.predict({"texts": ["warm up"] * 10})
         yield s

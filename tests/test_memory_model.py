@@ -40,7 +40,7 @@ def test_a_square_of_4000_without_top_k_is_refused_naming_the_limit_and_the_ways
         validate_request(request(4000, 4000), Limits())
     message = str(err.value)
     assert err.value.code == "request_too_large"
-    assert "the limit is 4000 MB per request (E5_MAX_REQUEST_MB)" in message
+    assert "the limit is 5000 MB per request (E5_MAX_REQUEST_MB)" in message
     assert "4000 texts x 4000 documents, no top_k" in message
     for way in ("set `top_k`", "`encoding_format` base64", "fewer texts", "`texts_file`", "Ray"):
         assert way in message, message
@@ -50,12 +50,13 @@ def test_the_same_square_with_top_k_is_admitted():
     validate_request(request(4000, 4000, top_k=10), Limits())
 
 
-def test_the_most_texts_fit_the_default_as_floats_when_short_and_as_base64_at_the_character_limit():
-    limits = Limits()  # 10,000 texts (E5_MAX_TEXTS), 4,000,000 characters (E5_MAX_REQUEST_CHARS)
-    validate_request(request(limits.max_texts, chars=100), limits)
-    validate_request(request(limits.max_texts, chars=400, encoding="base64"), limits)
+def test_every_texts_only_request_the_other_limits_allow_fits_the_default():
+    limits = Limits()  # 10,000 texts (E5_MAX_TEXTS) of 4,000,000 characters in all (E5_MAX_REQUEST_CHARS)
+    shape = Shape(limits.max_texts, chars=limits.max_chars_per_request)
+    assert peak_bytes(shape) <= limits.max_request_mb * MB
+    validate_request(request(limits.max_texts, chars=400), limits)
     with pytest.raises(InputError, match="use `encoding_format` base64"):
-        validate_request(request(limits.max_texts, chars=400), limits)
+        validate_request(request(limits.max_texts, chars=400), Limits(max_request_mb=4000))
 
 
 def test_the_limit_is_read_from_the_environment_and_a_bad_value_stops_setup():
@@ -68,7 +69,7 @@ def test_the_limit_is_read_from_the_environment_and_a_bad_value_stops_setup():
 
 def test_a_bulk_result_that_would_not_fit_is_refused_with_the_count_that_would():
     limits = Limits()
-    check_file_result(60_000, "npy", limits)  # ~3.6 GB
+    check_file_result(80_000, "npy", limits)  # ~4.8 GB
     with pytest.raises(InputError, match=r"`texts_file` has 100000 texts; returning their vectors as \.npy") as err:
         check_file_result(100_000, "npy", limits)
     most = limits.max_request_mb * MB // file_result_bytes(1, "npy")
