@@ -120,7 +120,7 @@ def remove_stale_uploads(root: str | Path, in_use: frozenset[Path] = frozenset()
     now = time.time() if now is None else now
     open_now = _open_files()
     removed = []
-    for path in Path(root).iterdir():
+    for path in Path(os.path.realpath(root)).iterdir():  # real paths, as /proc/self/fd and the service give
         if not COG_UPLOAD.fullmatch(path.name) or path in in_use or path in open_now:
             continue
         with contextlib.suppress(OSError):
