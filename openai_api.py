@@ -466,7 +466,8 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         """`documents` ranked against `query` by cosine of their E5 vectors (a bi-encoder), best first."""
         task = DEFAULT_TASK if body.task is None else body.task
         options = Options(task, "query", True, body.truncate, "float")
-        request = Request(texts=[body.query], documents=body.documents, top_k=body.top_n, options=options)
+        request = Request(texts=[body.query], documents=body.documents, top_k=body.top_n, options=options,
+                          include_vectors=False)  # only the ranking is answered: no vectors encoded or held
         response = await run(http, request, {"texts": "query"})
         return json_response(rerank_body(response, body.documents, body.return_documents))
 

@@ -16,7 +16,6 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import Embedder
 from e5.form import form_texts, whole_number
-from e5.service import without_vectors
 from e5.startup import load_service
 from e5.validation import Options, Request
 
@@ -132,10 +131,8 @@ class Predictor(BasePredictor):
         options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format))
         texts = form_texts(_given(texts), _given(text), _given(texts_file), _given(documents))
         request = Request(texts, _given(documents), whole_number(_given(top_k)), _given(texts_file),
-                          _given(output_file_format), options)
+                          _given(output_file_format), options, _given(include_vectors))
         response, metrics = await self.service.run(request)
         for name, value in metrics.items():
             self.record_metric(name, value)
-        if not _given(include_vectors):
-            response = without_vectors(response)
         return Output(**response.fields())

@@ -150,11 +150,12 @@ MB = 1024 * 1024
 
 
 def write_line(path: Path, head: bytes, megabytes: int, sparse: bool, tail: bytes = b"") -> None:
-    """`head`, then `megabytes` MB of one unbroken line: 'a's, or with `sparse` one MB of them and a hole."""
+    """`head`, then `megabytes` MB of one unbroken line: 'a's, or with `sparse` two MB of them (past the
+    1,265,536 bytes a line may have) and a hole."""
     with open(path, "wb") as f:
         f.write(head)
         if sparse:
-            f.write(b"a" * MB)
+            f.write(b"a" * 2 * MB)
             f.truncate(len(head) + megabytes * MB)
             f.seek(0, os.SEEK_END)
         else:

@@ -13,8 +13,9 @@ job first removes result folders whose owner is gone.
 Cog's server keeps copies too: coglet 0.23 writes every output over 6 MiB of JSON (a bulk job's data URL, or
 a few thousand vectors) to `/tmp/coglet/predictions/<id>/outputs/spill_<uuid>.json`, reads it back at once,
 and never deletes it (crates/coglet/src/worker.rs `build_output_message`, orchestrator.rs `FileOutput`; seen
-on the real server). Each bulk job also deletes such files once they are a minute old, long after the server
-has read them; the folders stay (a running prediction writes into its own).
+on the real server). The service deletes such files once they are SPILL_MIN_AGE_S old, long after the server
+has read them, as requests end and when idle (service.py `sweep_if_due`, `tidy_up`); the folders stay (a
+running prediction writes into its own).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
+import stat
 import tempfile
 import time
 import weakref
@@ -35,7 +38,13 @@ import numpy as np
 RESULT_PREFIX = "e5-result-"  # a job's folder in the temp directory: one result file and nothing else
 _STAGING_PREFIX = "e5-staging-"  # a folder not yet locked: sweeps never look at these
 COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # coglet's per-prediction folders (service.rs), fixed
-SPILL_MIN_AGE_S = 60.0  # coglet reads a spill file as soon as it is written; older than this, it is done
+# Cog writes an input given as a data URL to tempfile.NamedTemporaryFile(suffix="file" + its extension)
+# (cog/types.py `URLPath.convert`) and deletes it when the prediction ends, but not when it was cancelled: a
+# cancelled job's 72 MB upload stayed. Only names of that shape are swept, once no one has them open and they
+# are UPLOAD_MIN_AGE_S old. (A URL's download is named after the URL, which no pattern can tell from others'.)
+COG_UPLOAD = re.compile(r"tmp[a-z0-9_]{8}file(\.[A-Za-z0-9]+)*")
+UPLOAD_MIN_AGE_S = 600.0
+SPILL_MIN_AGE_S = 20.0  # coglet reads a spill file as soon as it is written (milliseconds); older, it is done
 
 
 class VectorWriter:
@@ -96,10 +105,38 @@ class ResultFile:
         _remove(self.folder, self._lock)
 
 
-def remove_leftovers() -> None:
-    """What earlier jobs left: result folders of dead workers, and the server's old output spill files."""
+def remove_leftovers(in_use: frozenset[Path] = frozenset()) -> None:
+    """What earlier jobs left: result folders of dead workers, the server's old output spill files, and the
+    uploads of cancelled jobs (`in_use`: the inputs of jobs running now)."""
     remove_abandoned_results(tempfile.gettempdir())
     remove_server_spills(COGLET_PREDICTIONS)
+    remove_stale_uploads(tempfile.gettempdir(), in_use)
+
+
+def remove_stale_uploads(root: str | Path, in_use: frozenset[Path] = frozenset(), min_age_s: float = UPLOAD_MIN_AGE_S,
+                         now: float | None = None) -> list[Path]:
+    """Delete Cog's data-URL input files under `root` that no job uses, this process has not open (a download
+    being written is), and that are `min_age_s` old; return them."""
+    now = time.time() if now is None else now
+    open_now = _open_files()
+    removed = []
+    for path in Path(os.path.realpath(root)).iterdir():  # real paths, as /proc/self/fd and the service give
+        if not COG_UPLOAD.fullmatch(path.name) or path in in_use or path in open_now:
+            continue
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime >= min_age_s:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _open_files() -> set[Path]:
+    files = set()
+    for fd in Path("/proc/self/fd").glob("*"):
+        with contextlib.suppress(OSError):
+            files.add(Path(os.readlink(fd)))
+    return files
 
 
 def remove_server_spills(root: Path, min_age_s: float = SPILL_MIN_AGE_S, now: float | None = None) -> int:

@@ -4,7 +4,11 @@ Formats: .txt (a text per line), .jsonl (an object with a `text` string per line
 .csv (a `text` column), each also gzipped (`.txt.gz`, ...), read as a stream. The name gives the format. Where
 the name says nothing (no suffix, `.bin`, a bare `.gz`: Cog names an upload so when its MIME type is
 application/octet-stream, application/x-ndjson or application/gzip) the first bytes do: `[` is .json, `{` is
-.jsonl, a first line with a `text` field is a .csv header, anything else .txt. Gzip is known by its magic bytes.
+.jsonl, a first line of two or more comma-separated fields, one of them `text`, is a .csv header, anything else
+.txt (so a lone `text` line is a text). Gzip is known by its magic bytes; a gzip file may hold at most
+MAX_GZIP_MEMBERS members (empty ones cost time and yield nothing, so the byte limit alone misses them).
+
+Errors name the line, item or offset and never quote the file's content: coglet logs them.
 
 Memory: the file is read in 64 KiB pieces. A line, CSV record or JSON string is held only up to
 `record_limit(max_chars)` bytes and refused as soon as it passes that; the stream (decompressed, for gzip) is
@@ -19,10 +23,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import json
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,14 +43,18 @@ UNNAMED_SUFFIXES = ("", ".bin")
 SENT_AS = "send .txt, .jsonl, .json or .csv, or one of them gzipped"
 PIECE_BYTES = 64 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
+# Members one gzip file may hold: `cat a.gz b.gz` makes two, bgzip one per 64 KiB (~3,000 for 200 MB); empty
+# ones (20 bytes each) decompress to nothing, and 70 MB of them cost ~50 s of CPU a pass.
+MAX_GZIP_MEMBERS = 10_000
 ZIP_MAGIC = b"PK\x03\x04"
 BLANK = object()  # a blank line: refused, unless only blank lines follow it
 
 
 def record_limit(max_chars: int) -> int:
     """Bytes one line, record or JSON string may take: a text of `max_chars` characters written as JSON with
-    `\\uXXXX` escapes (json.dumps' default for non-ASCII), plus 64 KiB for the record's other fields."""
-    return 6 * max_chars + 64 * 1024
+    `\\uXXXX` escapes (json.dumps' default for non-ASCII: 12 bytes for a character past U+FFFF, an emoji,
+    which is one character of `texts`), plus 64 KiB for the record's other fields."""
+    return 12 * max_chars + 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,10 @@ def sniff_format(head: bytes) -> str:
     if first == b"{":
         return "jsonl"
     first_line = re.split(rb"\r\n|\r|\n", head, maxsplit=1)[0].decode("utf-8", "replace")
-    return "csv" if "text" in next(csv.reader([first_line]), []) else "txt"
+    # A header of two or more columns, one named `text`. A lone `text` line is a text file's first text: read
+    # as CSV it would be dropped as a header and every later line cut at its first comma.
+    header = next(csv.reader([first_line]), [])
+    return "csv" if len(header) >= 2 and "text" in header else "txt"
 
 
 def read_chunks(texts_file: TextsFile, limits: Limits, max_texts: int, max_chars: int) -> Iterator[list[str]]:
@@ -136,7 +147,7 @@ class _Source:
         self.offset = 0  # bytes of the (decompressed) stream read so far
         self._newlines = 0  # in those bytes, to say which line a NUL byte is on
         self._raw = open(path, "rb")
-        self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if compressed else self._raw
+        self._stream = _Gunzip(self._raw) if compressed else self._raw
         # A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first text.
         try:
             first = self._read()
@@ -160,9 +171,9 @@ class _Source:
     def _read(self) -> bytes:
         try:
             piece = self._stream.read(PIECE_BYTES)
-        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; a cut-off stream, EOFError
-            raise InputError(f"`texts_file` is not a valid gzip stream after {self.where(self.offset)}: {err}",
-                             "bad_file") from None
+        except (EOFError, zlib.error) as err:  # a cut-off stream, or bytes that are not gzip
+            raise InputError(f"`texts_file` is not a valid gzip stream at byte {self._stream.offset} of the file "
+                             f"(after {self.offset} bytes decompressed): {err}", "bad_file") from None
         nul = piece.find(b"\0")
         if nul >= 0:
             line = self._newlines + piece.count(b"\n", 0, nul) + 1
@@ -190,6 +201,50 @@ class _Source:
     def close(self) -> None:
         self._stream.close()
         self._raw.close()
+
+
+class _Gunzip:
+    """A gzip file's decompressed bytes, member after member, knowing the compressed offset (for errors) and
+    refusing more than MAX_GZIP_MEMBERS members. (gzip.GzipFile reads any number of members inside one
+    read() call, and reports no offset.)"""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.offset = 0  # compressed bytes consumed
+        self.members = 1
+        self._z = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer around deflate data
+        self._input = b""
+
+    def read(self, size: int) -> bytes:
+        while True:
+            if self._z.eof:  # a member ended: another one follows, or zero padding, or the end
+                if not self._input.strip(b"\0"):
+                    self.offset += len(self._input)
+                    self._input = self.raw.read(PIECE_BYTES)
+                    if not self._input:
+                        return b""
+                    continue
+                padding = len(self._input) - len(self._input.lstrip(b"\0"))
+                self.offset += padding
+                self._input = self._input[padding:]
+                self.members += 1
+                if self.members > MAX_GZIP_MEMBERS:
+                    raise InputError(f"`texts_file` holds more than {MAX_GZIP_MEMBERS} gzip members (at byte "
+                                     f"{self.offset}); compress it as one stream (gzip file.txt)", "bad_file")
+                self._z = zlib.decompressobj(wbits=31)
+            if not self._input:
+                self._input = self.raw.read(PIECE_BYTES)
+                if not self._input:
+                    raise EOFError("the file ends inside a gzip member (cut off?)")
+            before = len(self._input)
+            out = self._z.decompress(self._input, size)
+            self._input = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+            self.offset += before - len(self._input)
+            if out:
+                return out
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 class _Window:
@@ -303,8 +358,13 @@ def _jsonl_records(window: _Window) -> Iterator[tuple[str, object]]:
             continue
         try:
             record = json.loads(line)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             raise InputError(f"`texts_file` line {n} is not valid JSON: {err.msg} (column {err.colno})", "bad_file") from None
+        except ValueError:  # valid JSON Python will not read: an integer of more than sys.get_int_max_str_digits()
+            raise InputError(f"`texts_file` line {n} holds a number of more than {sys.get_int_max_str_digits()} "
+                             "digits, which cannot be read", "bad_file") from None
+        except RecursionError:  # lists or objects nested thousands deep
+            raise InputError(f"`texts_file` line {n} nests lists or objects too deeply to read", "bad_file") from None
         if not isinstance(record, dict) or "text" not in record:
             raise InputError(f"`texts_file` line {n} needs an object with a `text` field", "bad_file")
         yield f"line {n}", record["text"]
@@ -317,23 +377,26 @@ def _csv_records(window: _Window) -> Iterator[tuple[str, object]]:
     # reader in this process relies on it).
     csv.field_size_limit(max(csv.field_size_limit(), window.max_bytes))
     lines = _CsvLines(window)
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, strict=True)  # strict: a quote never closed is an error, not the rest of the file
     column = width = None
     while True:
         lines.start_record()
         try:
             row = next(reader, None)
-        except csv.Error as err:
-            raise InputError(f"`texts_file` line {lines.first} is not valid CSV: {err}", "bad_file") from None
+        except csv.Error as err:  # the csv module's messages describe the syntax, never quote the data
+            why = "a quote opened in this record is never closed" if "unexpected end of data" in str(err) else err
+            raise InputError(f"`texts_file` line {lines.first} is not valid CSV: {why}", "bad_file") from None
         if row is None:
             return
         where = f"line {lines.first}"
         if not row or (len(row) == 1 and not row[0].strip()):  # a blank line
             yield where, BLANK
         elif column is None:
-            if "text" not in row:
-                shown = ", ".join(repr(name[:40]) for name in row[:10]) + (", ..." if len(row) > 10 else "")
-                raise InputError(f"`texts_file` (.csv) needs a `text` column; its header ({where}) has {shown}", "bad_file")
+            if "text" not in row:  # the header's cells are the user's: count them, never quote them
+                near = [i + 1 for i, name in enumerate(row) if name.strip().lower() == "text"]
+                hint = f"; field {near[0]} is `text` in other case or with spaces: name it exactly text" if near else ""
+                raise InputError(f"`texts_file` (.csv) needs a column named exactly `text`; its header ({where}) has "
+                                 f"{len(row)} fields, none named so{hint}", "bad_file")
             column, width = row.index("text"), len(row)
         elif len(row) <= column:
             raise InputError(
@@ -429,7 +492,7 @@ def _json_string(window: _Window, index: int) -> str:
 def _json_type(byte: bytes) -> str:
     if not byte:
         return "the end of the file"
-    return _JSON_TYPES.get(byte, "a number" if byte in b"-0123456789" else repr(byte.decode("latin-1")))
+    return _JSON_TYPES.get(byte, "a number" if byte in b"-0123456789" else f"byte 0x{byte[0]:02X}")
 
 
 def _json_error(window: _Window, what: str) -> InputError:

@@ -30,7 +30,9 @@ def reuse_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
     and the like, or GLIBC_TUNABLES), that choice stands.
     """
     env = os.environ if environ is None else environ
-    if any(name.startswith("MALLOC_") for name in env) or "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
+    # MALLOC_ARENA_MAX (cog.yaml sets it) bounds how many arenas there are, not how blocks are mapped or kept.
+    tuned = [name for name in env if name.startswith("MALLOC_") and name != "MALLOC_ARENA_MAX"]
+    if tuned or any(f"glibc.malloc.{t}" in env.get("GLIBC_TUNABLES", "") for t in ("mmap", "trim", "top_pad")):
         return False
     mallopt = _libc_function("mallopt")
     if mallopt is None:
@@ -53,12 +55,15 @@ def reuse_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def return_freed_memory() -> None:
-    """Hand memory that was freed back to the OS (after a bulk chunk, or when the batcher goes idle).
+    """Hand memory that was freed back to the OS (after a bulk chunk, a refused or failed request, or when the
+    batcher goes idle).
 
     glibc keeps freed blocks in per-thread arenas (the tokenizer and forward threads each have one), so
     resident memory kept growing over a long bulk job (~5 KB per text) and over many requests, although
-    nothing stays alive between chunks or requests.
-    malloc_trim releases them; elsewhere (musl, macOS) this does nothing.
+    nothing stays alive between chunks or requests. malloc_trim releases what it can; elsewhere (musl,
+    macOS) this does nothing. It cannot shrink an arena whose free memory lies under a live block, and each
+    thread that ever allocated may hold one: cog.yaml sets MALLOC_ARENA_MAX=2 so that the event loop's
+    to_thread workers share two arenas instead of holding up to eight per core (docs/reliability.md).
     """
     trim = _libc_function("malloc_trim")
     if trim is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +27,15 @@ from .instructions import format_texts
 from .memory import return_freed_memory
 from .model import MODEL_ID
 from .ranking import cosine_scores, ranking, round_scores
-from .validation import Limits, Options, Request, validate_file_request, validate_request
+from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
+                         validate_request)
 
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
 TOKENIZE_IN_THREAD_CHARS = 50_000
 FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `texts_file`
-SWEEP_INTERVAL_S = 60.0  # how often an idle container looks for the files Cog left
+# How often the container looks for the files Cog left (as a request ends, or when idle). With spill files
+# deleted at SPILL_MIN_AGE_S (e5/bulk.py), /tmp holds at most ~SPILL_MIN_AGE_S + SWEEP_INTERVAL_S of outputs.
+SWEEP_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -73,19 +77,30 @@ class EmbeddingService:
 
     def __init__(self, embedder: Embedder, limits: Limits, max_wait_s: float):
         self.embedder = embedder
-        self.limits = limits
+        self.limits = limits.check()  # a setting no request could pass stops setup, naming it
         self.max_wait_s = max_wait_s
         self._batcher: Batcher | None = None
         self._last_sweep = -math.inf  # the first idle sweeps at once
+        self._files_in_use: set[Path] = set()  # the `texts_file` of each bulk job running: never swept
 
     def tidy_up(self) -> None:
-        """When the batcher idles: freed memory back to the OS and, at most once a minute, the files that
-        Cog's server and dead workers left (coglet never deletes its output spill files; e5/bulk.py)."""
+        """When the batcher idles: freed memory back to the OS, and the files Cog left if a sweep is due."""
         return_freed_memory()
+        if self._sweep_due():
+            remove_leftovers(frozenset(self._files_in_use))
+
+    def sweep_if_due(self) -> None:
+        """As each request ends, also under load: the files that Cog's server and dead workers left (coglet
+        never deletes its output spill files; e5/bulk.py), every SWEEP_INTERVAL_S at most, off the event loop."""
+        if self._sweep_due():
+            self.batcher().loop.run_in_executor(None, remove_leftovers, frozenset(self._files_in_use))
+
+    def _sweep_due(self) -> bool:
         now = time.monotonic()
-        if now - self._last_sweep >= SWEEP_INTERVAL_S:
-            self._last_sweep = now
-            remove_leftovers()
+        if now - self._last_sweep < SWEEP_INTERVAL_S:
+            return False
+        self._last_sweep = now
+        return True
 
     def batcher(self) -> Batcher:
         # The batcher lives on the event loop that runs requests; a new loop (tests) gets a new one.
@@ -101,9 +116,15 @@ class EmbeddingService:
 
     async def run(self, request: Request) -> tuple[Response, dict]:
         """One request -> (its response, its metrics: counts and per-phase seconds)."""
-        if request.texts_file is not None:
-            return await self.embed_file(request)
-        return await self.embed(request)
+        try:
+            if request.texts_file is not None:
+                return await self.embed_file(request)
+            return await self.embed(request)
+        except BaseException:  # refused, failed or cancelled: what it held goes back to the OS once idle
+            self.batcher().trim_soon()
+            raise
+        finally:
+            self.sweep_if_due()
 
     async def embed(self, request: Request) -> tuple[Response, dict]:
         batcher = self.batcher()
@@ -121,7 +142,8 @@ class EmbeddingService:
         vectors, job = await batcher.embed(sequences, [options.normalize] * len(sequences))
         embedded = time.perf_counter()
         n = len(queries.ids)
-        embeddings, embeddings_base64 = vector_fields(vectors[:n], options.encoding_format)
+        encode = vector_fields if request.include_vectors else no_vectors
+        embeddings, embeddings_base64 = encode(vectors[:n], options.encoding_format)
         response = Response(
             model=MODEL_ID,
             dimensions=int(vectors.shape[1]),
@@ -133,7 +155,7 @@ class EmbeddingService:
             usage=usage(queries, docs),
         )
         if docs:
-            response.document_embeddings, response.document_embeddings_base64 = vector_fields(
+            response.document_embeddings, response.document_embeddings_base64 = encode(
                 vectors[n:], options.encoding_format)
             response.document_token_counts = docs.token_counts
             response.document_truncated = docs.truncated
@@ -162,11 +184,19 @@ class EmbeddingService:
         """
         started = time.perf_counter()
         request = validate_file_request(request, self.limits)
+        self._files_in_use.add(Path(os.path.realpath(request.texts_file)))
+        try:
+            return await self._embed_file_in_use(request, started)
+        finally:
+            self._files_in_use.discard(Path(os.path.realpath(request.texts_file)))
+
+    async def _embed_file_in_use(self, request: Request, started: float) -> tuple[Response, dict]:
         options = request.options
         texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, self.limits)
         total = await self._check_file(texts_file, options)
+        check_file_result(total, request.output_file_format, self.limits, self.embedder.dimensions)
         print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
-        await asyncio.to_thread(remove_leftovers)
+        await asyncio.to_thread(remove_leftovers, frozenset(self._files_in_use))
         result = ResultFile(request.output_file_format, total, self.embedder.dimensions)
         try:
             counts, truncated, times = await self._embed_file(texts_file, options, result, total, started)
@@ -229,15 +259,14 @@ class EmbeddingService:
         return counts, truncated, times
 
     async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
-        if sum(len(t) for t in texts) > TOKENIZE_IN_THREAD_CHARS:
+        if tokenized_chars(texts, options) > TOKENIZE_IN_THREAD_CHARS:
             return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
         return prepare(self.embedder, texts, options, name)
 
 
-def without_vectors(response: Response) -> Response:
-    """The response with its vectors left out (`[]`, base64 None): for a reader who wants the ranking or counts."""
-    return dataclasses.replace(response, embeddings=[], embeddings_base64=None, document_embeddings_base64=None,
-                               document_embeddings=None if response.document_embeddings is None else [])
+def no_vectors(vectors: np.ndarray, encoding_format: str) -> tuple[list, None]:
+    """`include_vectors=False`: the vector fields of a response that leaves them out (`[]`, base64 None)."""
+    return [], None
 
 
 def score(queries: np.ndarray, documents: np.ndarray, top_k: int | None) -> tuple[object, list[list[dict]]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .instructions import INPUT_TYPES, PRESETS, resolve_task
+from .memory_model import MB, Shape, describe, estimate, file_result_bytes, ways_out
 from .settings import env_number
 
 ENCODING_FORMATS = ("float", "base64", "int8", "binary")
@@ -34,6 +35,9 @@ class Limits:
     max_file_texts: int = 100_000
     # E5_MAX_FILE_BYTES: bytes of one `texts_file`, decompressed: 100,000 texts of ~2,000 bytes (300 words)
     max_file_bytes: int = 200_000_000
+    # E5_MAX_REQUEST_MB: what one request may make the server and its worker hold at their peak, as
+    # memory_model.py estimates it from the request's counts (docs/design.md, "Memory per request").
+    max_request_mb: int = 5_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Limits":
@@ -45,9 +49,18 @@ class Limits:
             "max_task_chars": "E5_MAX_TASK_CHARS",
             "max_file_texts": "E5_MAX_FILE_TEXTS",
             "max_file_bytes": "E5_MAX_FILE_BYTES",
+            "max_request_mb": "E5_MAX_REQUEST_MB",
         }
         values = {field: env_number(env, var) for field, var in names.items()}
         return cls(**{field: value for field, value in values.items() if value is not None})
+
+    def check(self) -> "Limits":
+        """Limits a container can serve with, or a ValueError naming the setting (raised in setup)."""
+        default_task = PRESETS["web_search"].instruction
+        if len(default_task) > self.max_task_chars:  # else every request that omits `task` would fail
+            raise ValueError(f"E5_MAX_TASK_CHARS must be at least {len(default_task)} (the default task's length), "
+                             f"got {self.max_task_chars}")
+        return self
 
 
 def _type_name(value: object) -> str:
@@ -133,11 +146,17 @@ def validate_bool(value: object, name: str) -> bool:
     return value
 
 
-def validate_top_k(value: object) -> int | None:
+def validate_top_k(value: object, limits: Limits | None = None) -> int | None:
+    """A whole number from 1 to the most documents a request can have (a larger one would mean the same)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"`top_k` must be a whole number of at least 1, got {value!r}", "invalid_top_k")
+    most = (limits or Limits()).max_texts
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or not 1 <= value <= most:
+        # JSON's 1e30 arrives as a float; say so rather than echo Python's "1e+30" as if it were a typo.
+        given = f"{value!r} (a number written with an exponent or a fraction)" if isinstance(value, float) else repr(value)
+        raise InputError(f"`top_k` must be a whole number of at least 1 and at most {most} (E5_MAX_TEXTS), "
+                         f"got {given}", "invalid_top_k")
     return value
 
 
@@ -166,6 +185,7 @@ class Request:
     texts_file: object = None
     output_file_format: object = "npy"
     options: Options = Options()
+    include_vectors: bool = True  # False: only counts, scores and ranking come back (nothing encoded, less held)
 
 
 def validate_options(options: Options, limits: Limits) -> Options:
@@ -198,10 +218,12 @@ def validate_request(request: Request, limits: Limits) -> Request:
                 f"the limit is {limits.max_texts} per request",
                 "too_many_texts",
             )
-    check_request_chars(texts, documents, options, limits)
-    top_k = validate_top_k(request.top_k)
+    chars = check_request_chars(texts, documents, options, limits)
+    top_k = validate_top_k(request.top_k, limits)
     if top_k is not None and documents is None:
         raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
+    check_memory(Shape(len(texts), len(documents or ()), chars, options.encoding_format, top_k,
+                       vectors=bool(request.include_vectors)), limits)
     return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options)
 
 
@@ -232,13 +254,48 @@ def validate_file_request(request: Request, limits: Limits) -> Request:
                                options=options)
 
 
-def check_request_chars(texts: list[str], documents: list[str] | None, options: Options, limits: Limits) -> None:
+def check_memory(shape: Shape, limits: Limits) -> None:
+    """Refuse a request whose estimated peak (memory_model.py) is over E5_MAX_REQUEST_MB, before any work."""
+    parts = estimate(shape)
+    total = sum(parts.values())
+    if total > limits.max_request_mb * MB:
+        largest = ", ".join(f"{part} ~{parts[part] // MB} MB" for part in sorted(parts, key=parts.get, reverse=True)
+                            if parts[part] >= total // 10)
+        raise InputError(
+            f"the request would hold ~{total // MB} MB at its peak ({describe(shape)}: {largest}); the limit is "
+            f"{limits.max_request_mb} MB per request (E5_MAX_REQUEST_MB). To fit: {ways_out(shape, parts)}",
+            "request_too_large",
+        )
+
+
+def check_file_result(texts: int, output_format: str, limits: Limits, dimensions: int = 1024) -> None:
+    """A bulk job's result comes back inside the response (Cog 0.23): refuse one that would not fit."""
+    total = file_result_bytes(texts, output_format, dimensions)
+    if total > limits.max_request_mb * MB:
+        most = limits.max_request_mb * MB // file_result_bytes(1, output_format, dimensions)
+        raise InputError(
+            f"`texts_file` has {texts} texts; returning their vectors as .{output_format} would hold ~{total // MB} MB "
+            f"(Cog returns the file inside the response); the limit is {limits.max_request_mb} MB per request "
+            f"(E5_MAX_REQUEST_MB), about {most} texts as .{output_format}. To fit: split the file"
+            + (", use `output_file_format` npy" if output_format != "npy" else "")
+            + ", or embed it with Ray (scripts/ray_embed.py)",
+            "request_too_large",
+        )
+
+
+def check_request_chars(texts: list[str], documents: list[str] | None, options: Options, limits: Limits) -> int:
     """The characters one request makes the tokenizer read: texts, documents, and the task on every query."""
-    task_chars = len(resolve_task(options.task)) if options.input_type == "query" else 0
-    total = sum(len(t) + task_chars for t in texts) + sum(len(d) for d in documents or ())
+    total = tokenized_chars(texts, options) + sum(len(d) for d in documents or ())
     if total > limits.max_chars_per_request:
         raise InputError(
             f"the request has {total} characters in all (`texts`, `documents` and the task on each query); "
             f"the limit is {limits.max_chars_per_request} per request (E5_MAX_REQUEST_CHARS)",
             "request_too_large",
         )
+    return total
+
+
+def tokenized_chars(texts: list[str], options: Options) -> int:
+    """What the tokenizer reads for `texts`: the texts, and on queries the task in front of each."""
+    task = len(resolve_task(options.task)) if options.input_type == "query" else 0
+    return sum(len(t) for t in texts) + task * len(texts)

@@ -527,10 +527,46 @@ def test_an_idle_container_deletes_the_output_files_cog_leaves_behind(predictor,
     service.tidy_up()
     assert not old.exists() and fresh.exists()  # a fresh one may still be read
     os.utime(fresh, (time.time() - 120, time.time() - 120))
-    service.tidy_up()  # within a minute of the last sweep: nothing looks
+    service.tidy_up()  # within SWEEP_INTERVAL_S of the last sweep: nothing looks
     assert fresh.exists()
 
 
 def test_the_service_s_batcher_tidies_up_when_idle(predictor, loop, embed):
     embed(texts=["hello"])
     assert predictor.service._batcher.on_idle == predictor.service.tidy_up
+
+
+def test_queries_with_a_long_task_tokenize_off_the_event_loop(predictor, loop, monkeypatch):
+    """The threshold counts the task in front of each query: 100 short queries and a 2,000-character task are
+    ~200,000 characters for the tokenizer, though the texts alone are 1,000."""
+    import threading
+
+    from conftest import DEFAULTS
+    from e5 import service
+
+    threads = []
+    real = service.prepare
+    monkeypatch.setattr(service, "prepare", lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    texts = [f"query {i:04d}" for i in range(100)]
+    assert sum(map(len, texts)) < service.TOKENIZE_IN_THREAD_CHARS
+    loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts": texts, "task": "Find the passage. " * 110}))
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_a_loop_cancelled_as_it_is_woken_ends():
+    """A refusal wakes the idle loop (trim_soon) as the event loop may be shutting down: the cancellation must
+    not be lost (asyncio.wait_for before Python 3.12 lost it, and asyncio.run() then waited forever)."""
+    from e5.batcher import Batcher
+
+    async def scenario():
+        batcher = Batcher(fake_embedder(), max_wait_s=0.0, idle_trim_s=0.05, on_idle=lambda: None)
+        batcher.trim_soon()
+        await asyncio.sleep(0.01)  # the loop waits out its idle delay
+        batcher.trim_soon()  # the event is set ...
+        batcher._task.cancel()  # ... and the loop cancelled in the same step
+        await asyncio.wait([batcher._task], timeout=2.0)
+        done = batcher._task.done()
+        batcher.close()
+        return done
+
+    assert asyncio.run(scenario())

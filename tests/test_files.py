@@ -173,7 +173,7 @@ OVER = record_limit(1000) + 1  # bytes in a line past the limit of a 1,000-chara
         ("trailing.json", b'["a"] ["b"]', "`texts_file` is not valid JSON: more data after the list (offset 6"),
         ("unclosed.json", b'["a", "b', "`texts_file` ends inside item 1: its string is never closed"),
         ("control.json", b'["a\tb"]', "`texts_file` item 0 is not a valid JSON string: Invalid control character"),
-        ("nocol.csv", b"id,body\n1,a\n", "`texts_file` (.csv) needs a `text` column; its header (line 1) has 'id', 'body'"),
+        ("nocol.csv", b"id,body\n1,a\n", "`texts_file` (.csv) needs a column named exactly `text`; its header (line 1) has 2 fields, none named so"),
         ("short.csv", b"id,text\n1,a\n2\n", "`texts_file` line 3 has 1 fields; `text` is field 2 of the header's 2"),
         ("empty-field.csv", b"id,text\n1,\n", "`texts_file` line 2 is empty or whitespace-only"),
         ("data.parquet", b"PAR1", "`texts_file` is a .parquet file; send .txt, .jsonl, .json or .csv"),
@@ -408,3 +408,117 @@ def test_no_result_file_outlives_its_job(embed, predictor, loop, tmp_path, monke
     with pytest.raises(RuntimeError, match="a forward failed"):
         embed(texts_file=path, input_type="document")
     assert calls["n"] == 2 and leftovers(result_root) == []
+
+
+# --- defects found by trying the readers as a hostile user would ----------------------------------------
+
+
+def test_a_csv_header_without_text_names_no_cell_of_it(tmp_path):
+    path = tmp_path / "private.csv"
+    path.write_bytes(b"patient_name,diagnosis\nJane Roe,flu\n")
+    with pytest.raises(InputError) as err:
+        texts_of(path)
+    assert "patient_name" not in str(err.value) and "diagnosis" not in str(err.value)
+    assert "has 2 fields, none named so" in str(err.value)
+    path.write_bytes(b"id, Text\n1,a\n")
+    with pytest.raises(InputError, match="field 2 is `text` in other case or with spaces"):
+        texts_of(path)
+
+
+def test_a_csv_quote_never_closed_is_an_error_not_the_rest_of_the_file(tmp_path):
+    path = tmp_path / "open.csv"
+    path.write_bytes(b'text\nfirst\n"second, never closed\nthird\nfourth\n')
+    with pytest.raises(InputError, match="line 3 is not valid CSV: a quote opened in this record is never closed"):
+        texts_of(path)
+
+
+def test_a_jsonl_number_python_cannot_read_gets_a_named_error(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "ok", "n": ' + "9" * 5000 + "}\n")
+    with pytest.raises(InputError, match=r"line 2 holds a number of more than \d+ digits, which cannot be read"):
+        texts_of(path)
+
+
+def test_a_deeply_nested_jsonl_line_gets_a_named_error(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "ok"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(InputError, match="line 2 nests lists or objects too deeply to read"):
+        texts_of(path)
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="item 0 must be a string, got a list"):
+        texts_of(path)
+
+
+def test_a_cut_off_or_trailing_garbage_gzip_names_the_byte_it_breaks_at(tmp_path):
+    whole = gzip.compress(("\n".join(TEXTS) + "\n").encode() * 50)
+    path = tmp_path / "cut.txt.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match=rf"not a valid gzip stream at byte {len(whole) // 2} of the file .*cut off"):
+        texts_of(path)
+    path.write_bytes(whole + b"garbage!")
+    with pytest.raises(InputError, match=rf"not a valid gzip stream at byte {len(whole)} of the file"):
+        texts_of(path)
+    path.write_bytes(whole + b"\0" * 100 + whole)  # two members with zero padding between: fine
+    assert len(texts_of(path)) == 2 * 50 * len(TEXTS)
+
+
+def test_many_empty_gzip_members_are_refused_by_their_count(tmp_path):
+    from e5.files import MAX_GZIP_MEMBERS
+
+    path = tmp_path / "members.txt.gz"
+    path.write_bytes(gzip.compress(b"") * (MAX_GZIP_MEMBERS + 5) + gzip.compress(b"one line\n"))
+    with pytest.raises(InputError, match=rf"holds more than {MAX_GZIP_MEMBERS} gzip members"):
+        texts_of(path)
+    path.write_bytes(gzip.compress(b"a\n") * 100)  # `cat a.gz b.gz ...`
+    assert texts_of(path) == ["a"] * 100
+
+
+def test_an_unnamed_upload_whose_first_line_is_text_is_read_as_text(tmp_path):
+    path = tmp_path / "upload"
+    path.write_bytes(b"text\nhello, world\n")
+    assert texts_of(path) == ["text", "hello, world"]
+    path.write_bytes(b"id,text\n1,\"hello, world\"\n")  # a real header is still a header
+    assert texts_of(path) == ["hello, world"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_text_of_astral_characters_at_the_limit_is_read_from_json_as_from_texts(tmp_path, suffix):
+    limits = Limits(max_chars_per_text=60_000)
+    text = "😀" * 60_000  # json.dumps writes each as a 12-byte surrogate pair escape
+    path = tmp_path / f"emoji{suffix}"
+    path.write_text(json.dumps([text]) if suffix == ".json" else json.dumps({"text": text}) + "\n")
+    assert texts_of(path, limits) == [text]
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("a.csv", b"SECRET_NAME,SECRET_SSN\nx,y\n"),
+        ("a.csv", b"id,text\n1,\"SECRET never closed\n2,b\n"),
+        ("a.csv", b"id,text\n1\n"),
+        ("a.csv", b'id,text\n1,"SECRET"x\n'),
+        ("a.jsonl", b'{"SECRET": "no text field"}\n'),
+        ("a.jsonl", b'{"text": "SECRET", \n'),
+        ("a.jsonl", b'{"text": SECRET}\n'),
+        ("a.jsonl", b'{"text": 12345678901234567890}\n'),
+        ("a.json", b'["ok", SECRET]'),
+        ("a.json", b'["ok" SECRET]'),
+        ("a.json", b'["SECRET\\x"]'),
+        ("a.txt", b"ok\n\nSECRET\n"),
+        ("a.txt", b"SECRET \xff\n"),
+        ("a.txt.gz", gzip.compress(b"SECRET\n") + b"SECRET"),
+        ("upload", b"SECRET_A,SECRET_B\n1,2\n"),
+    ],
+)
+def test_no_error_from_a_file_quotes_its_content(tmp_path, name, content):
+    """coglet logs a failed prediction's error: it must say where and why, never what the file holds."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    try:
+        texts_of(path)
+    except InputError as err:
+        assert "SECRET" not in str(err), str(err)
+        assert "1234567890" not in str(err), str(err)
+    else:
+        assert name == "upload"  # read as text: no error to check

@@ -1,0 +1,120 @@
+"""What one request makes the container hold at its peak, from its counts alone, before any work is done.
+
+A request's memory is mostly its response, and Cog holds a response several times over: the worker turns our
+arrays into Python objects and JSON, and the server (coglet, Rust) parses that JSON into a tree of values and
+serialises it again. Measured through the real server per element of the response (`python -m
+benchmarks.response_memory --synthetic`, docs/reliability.md), the server's share is ~170 bytes for every
+number, whatever its JSON width, so a 1024-float vector costs ~270 KB in all and a 5,464-character base64
+string ~46 KB: the element count, not the JSON size, is what to bound. On top come the engine's own arrays
+(float32 vectors, the query x document scores and their sort) and the tokenizer's output.
+
+`estimate` returns these parts in bytes; validation.py's `check_memory` refuses a request whose total is over
+`Limits.max_request_mb` (E5_MAX_REQUEST_MB), naming the largest parts and the way out. The shape is a
+parameter, not today's output: `ranking` as `{index, score}` entries cut to `top_k`, the `scores` matrix
+only without `top_k`, and the vectors optional. Costs are the measured figures rounded up, so the model
+errs high.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MB = 1_000_000
+
+# Bytes one element of the response costs Cog's server and worker together at their peak (measured: see the
+# module docstring; rounded up by ~10%). A float vector has `dimensions` elements, an int8 vector as many,
+# a binary one dimensions / 8, a base64 one a single string.
+ELEMENT_BYTES = {
+    "float": 370,  # 8-decimal float: server 172 + worker 93; 290-330 through predict() (test_memory_bound.py)
+    "score": 310,  # 6-decimal float32 score: 180 + 97
+    "int8": 250,  # 166 + 61
+    "binary": 240,  # 169 + 50
+    "index": 270,  # a document index (today's `ranking`): 167 + 78
+    "entry": 6500,  # a `{"index": i, "score": s}` entry, dict or Cog BaseModel: up to 4,410 + 1,263 measured
+}
+BASE64_VECTOR_BYTES = 50_000  # one 4096-byte vector as a 5,464-character string: 29,544 + 16,621
+# The engine's arrays per vector: float32 out of the model plus the encoded copy (float64 for `float`).
+ENGINE_VECTOR_BYTES = {"float": 12, "base64": 4, "int8": 5, "binary": 4}  # x dimensions
+# Per query-document pair: float32 scores, the negated copy argsort sorts, its int64 order, the rounded copy.
+ENGINE_PAIR_BYTES = 24
+# The tokenizer's output per character read (its encodings, the Python id lists, the strings it copied):
+# at most a token a character (CJK on XLM-R's vocabulary), ~175 bytes a token measured on the test tokenizer
+# (tests/test_memory_model.py).
+TOKENIZER_CHAR_BYTES = 200
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The counts that size a request: known once it is validated, before it is tokenized."""
+
+    queries: int  # `texts`
+    documents: int = 0
+    chars: int = 0  # what the tokenizer reads: texts, documents, the task on each query
+    encoding: str = "float"
+    top_k: int | None = None  # ranking cut to top_k per query; without it, the full `scores` matrix too
+    vectors: bool = True  # the vectors are returned (a caller may leave them out)
+    dimensions: int = 1024
+
+
+def vector_bytes(encoding: str, dimensions: int) -> int:
+    """What one returned vector costs the server and the worker."""
+    if encoding == "base64":
+        return BASE64_VECTOR_BYTES * dimensions // 1024
+    width = dimensions // 8 if encoding == "binary" else dimensions
+    return width * ELEMENT_BYTES[encoding]
+
+
+def estimate(shape: Shape) -> dict[str, int]:
+    """The request's peak, in bytes, by part (parts that do not apply are 0)."""
+    texts = shape.queries + shape.documents
+    ranked = min(shape.top_k or shape.documents, shape.documents)
+    pairs = shape.queries * shape.documents
+    return {
+        "tokens": shape.chars * TOKENIZER_CHAR_BYTES,
+        "engine": texts * shape.dimensions * ENGINE_VECTOR_BYTES[shape.encoding] + pairs * ENGINE_PAIR_BYTES,
+        "vectors": texts * vector_bytes(shape.encoding, shape.dimensions) if shape.vectors else 0,
+        "scores": pairs * ELEMENT_BYTES["score"] if shape.documents and shape.top_k is None else 0,
+        "ranking": shape.queries * ranked * ELEMENT_BYTES["entry"],
+    }
+
+
+def peak_bytes(shape: Shape) -> int:
+    return sum(estimate(shape).values())
+
+
+def ways_out(shape: Shape, parts: dict[str, int]) -> str:
+    """What the caller can change, for the largest parts first."""
+    ways = []
+    for part in sorted(parts, key=parts.get, reverse=True):
+        if part in ("scores", "ranking") and parts[part] and shape.top_k is None:
+            ways.append("set `top_k` (only the best documents per query come back, and no `scores` matrix)")
+        elif part == "ranking" and parts[part]:
+            ways.append("lower `top_k`")
+        elif part == "vectors" and parts[part] and shape.encoding != "base64":
+            ways.append("use `encoding_format` base64 (a vector as one string costs Cog ~6x less memory than as "
+                        "1024 numbers; int8 saves little)")
+    ways.append("send fewer texts or documents per request")
+    ways.append("embed large sets as a `texts_file` or with Ray (scripts/ray_embed.py)")
+    return "; ".join(dict.fromkeys(ways))
+
+
+def describe(shape: Shape) -> str:
+    what = f"{shape.queries} texts"
+    if shape.documents:
+        what += f" x {shape.documents} documents"
+        what += f", top_k {shape.top_k}" if shape.top_k else ", no top_k (the full scores matrix)"
+    return f"{what}, encoding_format {shape.encoding}"
+
+
+# --- bulk jobs -------------------------------------------------------------------------------------------
+
+# Cog 0.23 returns a bulk job's result inline as a base64 data URL (e5/bulk.py); at its peak the server held
+# ~5.8 and the worker ~4.5 bytes per byte of it (docs/reliability.md, "What Cog holds for a large result").
+DATA_URL_BYTES = 11
+JSONL_ROW_BYTES = 22  # x dimensions: `{"index": i, "embedding": [...]}`, a float32's repr and ", " (~20 characters)
+
+
+def file_result_bytes(texts: int, output_format: str, dimensions: int = 1024) -> int:
+    """A bulk job's peak: its result file, as the data URL Cog builds, held by the server and the worker."""
+    file_bytes = texts * dimensions * (4 if output_format == "npy" else JSONL_ROW_BYTES)
+    return file_bytes * 4 // 3 * DATA_URL_BYTES
