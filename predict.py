@@ -15,7 +15,7 @@ from typing import Optional
 from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 
 from e5 import Embedder
-from e5.form import form_texts, whole_number
+from e5.form import form_texts
 from e5.startup import load_service
 from e5.validation import Options, Request
 
@@ -130,7 +130,7 @@ class Predictor(BasePredictor):
     ) -> Output:
         options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format))
         texts = form_texts(_given(texts), _given(text), _given(texts_file), _given(documents))
-        request = Request(texts, _given(documents), whole_number(_given(top_k)), _given(texts_file),
+        request = Request(texts, _given(documents), _given(top_k), _given(texts_file),
                           _given(output_file_format), options, _given(include_vectors))
         response, metrics = await self.service.run(request)
         for name, value in metrics.items():

@@ -18,7 +18,7 @@ beforehand (a GPU), where a fixed count would take either a second or ten minute
 .json of short strings past E5_MAX_FILE_TEXTS, a gzip bomb past E5_MAX_FILE_BYTES, ...) through predict()
 one after the other, and prints for each the error it got and how far it raised the process's peak resident
 memory above its resident memory just before (Linux: the peak is reset first through /proc/self/clear_refs).
---sparse writes the big single-line files as a first megabyte of text and a hole, so they cost no disk (a
+--sparse writes the big single-line files as two megabytes of text and a hole, so they cost no disk (a
 reader that held the whole line would still read the hole: NUL bytes). Files go to a temp folder and are
 deleted as soon as their case is done.
 

@@ -1,9 +1,9 @@
-"""What a form sends, made into a request: the text box, the whole-number float, the way out of each mistake.
+"""What a form sends, made into a request: the text box, and the way out of each mistake.
 
 Replicate's web form (and Cog's own schema-driven UI) renders `list[str]` inputs as JSON editors and a `str`
 input as a plain text box. `text` is that box: one text per line, so a person embeds a sentence or several
-without writing JSON. Forms also send what a person ticked but left empty (`documents: []`) and clients send
-`2.0` for a whole number; both are answered here with the way out, before the engine's own checks.
+without writing JSON. Forms also send what a person ticked but left empty (`documents: []`); that is answered
+here with the way out, before the engine's own checks (which also take `2.0` as a whole number for `top_k`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,6 @@ def texts_from_box(text: str | None) -> list[str] | None:
     if text is None or not text.strip():
         return None
     return [line for line in text.splitlines() if line.strip()]
-
-
-def whole_number(value: object) -> object:
-    """`2.0` -> 2: JSON clients write whole numbers as floats, and JSON Schema's `integer` admits them."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def form_texts(texts: object, text: str | None, texts_file: object, documents: object) -> object:

@@ -147,17 +147,18 @@ def validate_bool(value: object, name: str) -> bool:
 
 
 def validate_top_k(value: object, limits: Limits | None = None) -> int | None:
-    """A whole number from 1 to the most documents a request can have (a larger one would mean the same)."""
+    """A whole number from 1 to the most documents a request can have (a larger one would mean the same).
+
+    `2.0` counts as 2: JSON clients write whole numbers as floats, and JSON Schema's `integer` admits them."""
     if value is None:
         return None
     most = (limits or Limits()).max_texts
-    whole = isinstance(value, int) and not isinstance(value, bool)
-    if not whole or not 1 <= value <= most:
-        # JSON's 1e30 arrives as a float; say so rather than echo Python's "1e+30" as if it were a typo.
-        given = f"{value!r} (a number written with an exponent or a fraction)" if isinstance(value, float) else repr(value)
+    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= most:
+        # Echo what was sent (1.5, 1e+30), not a 31-digit integer made of it.
         raise InputError(f"`top_k` must be a whole number of at least 1 and at most {most} (E5_MAX_TEXTS), "
-                         f"got {given}", "invalid_top_k")
-    return value
+                         f"got {value!r}", "invalid_top_k")
+    return number
 
 
 def validate_input_type(value: object) -> str:

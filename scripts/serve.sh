@@ -11,5 +11,6 @@ python3 -m venv .venv-serve
 export PATH="$PWD/.venv-serve/bin:$PATH"  # Cog spawns its worker as `python` from PATH
 export COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT="${PORT:-5000}"
 export COG_MAX_CONCURRENCY="${COG_MAX_CONCURRENCY:-32}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"  # as cog.yaml: two malloc heaps, not eight per core
 echo "serving on http://${HOST:-127.0.0.1}:$PORT (POST /predictions, GET /health-check)"
 exec python -m cog.server.http --host "${HOST:-127.0.0.1}"

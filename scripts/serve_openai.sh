@@ -8,4 +8,5 @@ python3 -m venv .venv-serve
 .venv-serve/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv-serve/bin/python scripts/download_weights.py
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"  # as cog.yaml: two malloc heaps, not eight per core
 exec .venv-serve/bin/python -m openai_api --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

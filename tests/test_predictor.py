@@ -247,5 +247,5 @@ def test_the_vectors_can_be_left_out_and_the_rest_stays(embed):
 def test_a_whole_number_float_is_a_top_k(embed):
     assert embed(texts=QUERIES, documents=DOCUMENTS, top_k=1.0).ranking == embed(
         texts=QUERIES, documents=DOCUMENTS, top_k=1).ranking
-    with pytest.raises(InputError, match="`top_k` must be a whole number of at least 1, got 1.5"):
+    with pytest.raises(InputError, match="`top_k` must be a whole number of at least 1 and at most 10000 \\(E5_MAX_TEXTS\\), got 1.5$"):
         embed(texts=QUERIES, documents=DOCUMENTS, top_k=1.5)

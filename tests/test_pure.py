@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -380,7 +382,7 @@ def test_output_arrays_serialize_to_the_same_json_as_plain_lists():
     assert isinstance(copy.deepcopy(output_array(np.ones(2))), TupleArray)
 
 
-@pytest.mark.parametrize("bad", [True, False, 0, -1, 1.5, "2"])
+@pytest.mark.parametrize("bad", [True, False, 0, -1, 1.5, "2", 0.0, 10_001])
 def test_top_k_must_be_a_whole_number_of_at_least_one(bad):
     from e5.validation import validate_top_k
 
@@ -429,9 +431,10 @@ def test_form_texts_come_from_the_box_or_the_list():
     assert form_texts(["a"], "", "f.txt", None) == ["a"]  # texts and texts_file: the engine refuses it (validation)
 
 
-def test_a_whole_number_float_is_an_integer_and_nothing_else_changes():
-    from e5.form import whole_number
+def test_a_whole_number_float_is_a_top_k_and_nothing_else_is():
+    from e5.validation import validate_top_k
 
-    assert whole_number(2.0) == 2 and type(whole_number(2.0)) is int
-    for value in (2.5, 3, None, True, "2", float("inf")):
-        assert whole_number(value) is value
+    assert validate_top_k(2.0) == 2 and type(validate_top_k(2.0)) is int
+    for value in (2.5, float("inf"), float("nan"), 1e30, -2.0):
+        with pytest.raises(InputError, match=re.escape(f"got {value!r}") + "$"):
+            validate_top_k(value)

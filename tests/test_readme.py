@@ -21,7 +21,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {path: path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.md"))}
 DOCUMENTS = {ROOT / "README.md": README, ROOT / "CHANGELOG.md": (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), **DOCS}
 # The README is for the people who call the model; measurements and their history live in docs/.
-README_BUDGET_CHARS = 20_000
+README_BUDGET_CHARS = 22_000  # two faces, the web form and the limits they share
 SETTING = re.compile(r"\bE5_[A-Z0-9_]+\b")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
