@@ -9,9 +9,9 @@ string ~46 KB: the element count, not the JSON size, is what to bound. On top co
 (float32 vectors, the query x document scores and their sort) and the tokenizer's output.
 
 `estimate` returns these parts in bytes; validation.py's `check_memory` refuses a request whose total is over
-`Limits.max_request_mb` (E5_MAX_REQUEST_MB), naming the largest parts and the way out. The shape is a
-parameter, not today's output: `ranking` as `{index, score}` entries cut to `top_k`, the `scores` matrix
-only without `top_k`, and the vectors optional. Costs are the measured figures rounded up, so the model
+`Limits.max_request_mb` (E5_MAX_REQUEST_MB), naming the largest parts and the way out. The shape is the
+published output's: `ranking` as `{index, score}` entries cut to `top_k`, the `scores` matrix only without
+`top_k`, and no vectors with `include_vectors=false`. Costs are the measured figures rounded up, so the model
 errs high.
 """
 
@@ -26,10 +26,9 @@ MB = 1_000_000
 # a binary one dimensions / 8, a base64 one a single string.
 ELEMENT_BYTES = {
     "float": 370,  # 8-decimal float: server 172 + worker 93; 290-330 through predict() (test_memory_bound.py)
-    "score": 310,  # 6-decimal float32 score: 180 + 97
+    "score": 310,  # a score in the `scores` matrix: 180 + 97 (measured at 6 decimals; a number's cost did not follow its width)
     "int8": 250,  # 166 + 61
     "binary": 240,  # 169 + 50
-    "index": 270,  # a document index (today's `ranking`): 167 + 78
     "entry": 6500,  # a `{"index": i, "score": s}` entry, dict or Cog BaseModel: up to 4,410 + 1,263 measured
 }
 BASE64_VECTOR_BYTES = 50_000  # one 4096-byte vector as a 5,464-character string: 29,544 + 16,621

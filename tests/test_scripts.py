@@ -234,3 +234,11 @@ def test_a_checkpoint_takes_its_vocabulary_from_a_saved_tokenizer(tmp_path):
     texts = ["how much protein should a female eat", "南瓜的家常做法", "Instruct: x\nQuery: y"]
     ids = [XLMRobertaTokenizer.from_pretrained(path)(texts)["input_ids"] for path in (source, copy)]
     assert ids[0] == ids[1]
+
+
+def test_every_mutation_names_code_that_stands_once_in_its_file():
+    """benchmarks/mutations.py replaces one exact line per mutant: code that moved would make a mutant of nothing."""
+    from benchmarks.mutations import MUTATIONS, ROOT
+
+    for mutation in MUTATIONS:
+        assert (ROOT / mutation.path).read_text(encoding="utf-8").count(mutation.line) == 1, mutation.name
