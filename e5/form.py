@@ -24,7 +24,8 @@ def texts_from_box(text: str | None) -> list[str] | None:
 def form_texts(texts: object, text: str | None, texts_file: object, documents: object) -> object:
     """The texts to embed, from `texts` or the `text` box, or the mistake with its way out.
 
-    `texts` with `texts_file` is left to the engine's checks (validation.py), which refuse it the same way.
+    Nothing to embed, and `texts` with `texts_file`, are left to the engine's checks (validation.py), which
+    every face shares.
     """
     typed = texts_from_box(text)
     if typed is not None:
@@ -33,9 +34,6 @@ def form_texts(texts: object, text: str | None, texts_file: object, documents: o
                 raise InputError(f"give `text` or `{name}`, not both (`text` is one text per line; `{name}` "
                                  "replaces it)", "conflicting_inputs")
         texts = typed
-    elif texts is None and texts_file is None:
-        raise InputError("`texts` is required: give `texts` (a list of strings), `text` (one text per line) or "
-                         "`texts_file`", "missing_texts")
     if isinstance(documents, (list, tuple)) and len(documents) == 0:
         raise InputError("`documents` is empty: untick `documents` or add one (leave it out to embed without ranking)",
                          "empty_list")

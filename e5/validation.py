@@ -207,7 +207,8 @@ def validate_request(request: Request, limits: Limits) -> Request:
     if request.texts_file is not None:
         raise ValueError("a `texts_file` request goes through validate_file_request")
     if request.texts is None:
-        raise InputError("`texts` is required: a list of strings to embed", "missing_texts")
+        raise InputError("`texts` is required: give `texts` (a list of strings), `text` (one text per line) or "
+                         "`texts_file`", "missing_texts")
     texts = validate_texts(request.texts, limits, "texts")
     options = validate_options(request.options, limits)
     documents = None

@@ -407,8 +407,6 @@ def test_the_text_box_is_one_text_per_line():
 @pytest.mark.parametrize(
     "texts, text, texts_file, documents, fragment, code",
     [
-        (None, "", None, None, "`texts` is required: give `texts` (a list of strings), `text` (one text per line) or "
-                               "`texts_file`", "missing_texts"),
         (["a"], "b", None, None, "give `text` or `texts`, not both", "conflicting_inputs"),
         (None, "b", "f.txt", None, "give `text` or `texts_file`, not both", "conflicting_inputs"),
         (["a"], "", None, [], "`documents` is empty: untick `documents` or add one", "empty_list"),
@@ -420,6 +418,17 @@ def test_form_mistakes_name_the_way_out(texts, text, texts_file, documents, frag
     with pytest.raises(InputError) as err:
         form_texts(texts, text, texts_file, documents)
     assert fragment in str(err.value) and err.value.code == code
+
+
+def test_nothing_to_embed_names_every_way_to_give_texts():
+    from e5.form import form_texts
+    from e5.validation import Limits, Request, validate_request
+
+    assert form_texts(None, "", None, None) is None  # the form passes it on; the engine's check answers
+    with pytest.raises(InputError) as err:
+        validate_request(Request(texts=None), Limits())
+    assert "`texts` is required: give `texts` (a list of strings), `text` (one text per line) or `texts_file`" \
+        in str(err.value) and err.value.code == "missing_texts"
 
 
 def test_form_texts_come_from_the_box_or_the_list():
