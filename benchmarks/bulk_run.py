@@ -85,6 +85,16 @@ def reset_peak(pid: int | str = "self") -> bool:
         return False
 
 
+def peaks_during(pids: dict[str, int], call):
+    """Run `call` with each process's peak reset first: (its result, resident MB before, peak MB during, whether
+    every reset took) per name in `pids` (the server and its worker)."""
+    before = {name: memory_mb("VmRSS", pid) for name, pid in pids.items()}
+    reset = all([reset_peak(pid) for pid in pids.values()])  # a list: every process is reset, not the first few
+    result = call()
+    peaks = {name: memory_mb("VmHWM", pid) for name, pid in pids.items()}
+    return result, before, peaks, reset
+
+
 def child_pids(pid: int) -> list[int]:
     """Processes whose parent is `pid` (the server's Python worker), from /proc."""
     children = []
@@ -255,12 +265,11 @@ def run_through_server(weights: Path, texts_path: Path) -> None:
         assert server.wait_until() == "READY"
         worker = child_pids(server.proc.pid)[0]
         server.predict({"texts": ["warm up"] * 10})
-        before = {name: memory_mb("VmRSS", pid) for name, pid in (("server", server.proc.pid), ("worker", worker))}
-        reset = all(reset_peak(pid) for pid in (server.proc.pid, worker))
         start = time.perf_counter()
-        status, body = server.predict({"texts_file": upload, "input_type": "document"}, timeout=24 * 3600)
+        (status, body), before, peaks, reset = peaks_during(
+            {"server": server.proc.pid, "worker": worker},
+            lambda: server.predict({"texts_file": upload, "input_type": "document"}, timeout=24 * 3600))
         seconds = time.perf_counter() - start
-        peaks = {name: memory_mb("VmHWM", pid) for name, pid in (("server", server.proc.pid), ("worker", worker))}
     shutil.rmtree(temp)
     sent = f"{texts_path.stat().st_size / 1e6:.1f} MB of texts sent as a {len(upload) / 1e6:.1f} MB data URL"
     if body.get("status") == "succeeded":
@@ -354,7 +363,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--hostile", action="store_true", help="refuse the hostile files instead (see above)")
     parser.add_argument("--megabytes", type=int, default=1000, help="size of the big hostile files")
-    parser.add_argument("--sparse", action="store_true", help="big single-line files as a hole after 1 MB")
+    parser.add_argument("--sparse", action="store_true", help="big single-line files as a hole after 2 MB of text")
     parser.add_argument("--json-lines", action="store_true", help="one JSON object per hostile case on stdout")
     parser.add_argument("--server", action="store_true", help="through the real Cog server, as a data URL")
     parser.add_argument("--read-speed", action="store_true", help="time one pass of the reader per format")

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bulk_run import child_pids, memory_mb, reset_peak
+from benchmarks.bulk_run import child_pids, memory_mb, peaks_during
 
 DEFAULT_CASES = "2000x0,4000x0,4000x0:base64,500x500,1000x1000,1500x1500,1000x1000:float:1"
 
@@ -58,13 +58,10 @@ def inputs(case: dict) -> dict:
 def measure(server, worker: int, case: dict) -> dict:
     pids = {"server": server.proc.pid, "worker": worker}
     time.sleep(2.0)  # the worker's idle trim runs after 1 s
-    before = {name: memory_mb("VmRSS", pid) for name, pid in pids.items()}
-    reset = all(reset_peak(pid) for pid in pids.values())
-    started = time.perf_counter()
     body = json.dumps({"input": inputs(case)}).encode()
-    status, out = server.post("/predictions", body, timeout=1800)
+    started = time.perf_counter()
+    (status, out), before, peaks, reset = peaks_during(pids, lambda: server.post("/predictions", body, timeout=1800))
     seconds = time.perf_counter() - started
-    peaks = {name: memory_mb("VmHWM", pid) for name, pid in pids.items()}
     time.sleep(2.0)
     after = {name: memory_mb("VmRSS", pid) for name, pid in pids.items()}
     response_bytes = len(json.dumps(out.get("output")).encode())
@@ -139,11 +136,8 @@ def measure_synthetic(kinds: str) -> list[dict]:
             server.predict({"kind": kind, "count": 1000})
             time.sleep(1.0)
             pids = {"server": server.proc.pid, "worker": worker}
-            before = {name: memory_mb("VmRSS", pid) for name, pid in pids.items()}
-            for pid in pids.values():
-                reset_peak(pid)
-            status, out = server.predict({"kind": kind, "count": int(count)}, timeout=1800)
-            peaks = {name: memory_mb("VmHWM", pid) for name, pid in pids.items()}
+            (status, out), before, peaks, _ = peaks_during(
+                pids, lambda: server.predict({"kind": kind, "count": int(count)}, timeout=1800))
             assert out.get("status") == "succeeded", out
             response_bytes = len(json.dumps(out["output"]).encode())
             record = {"kind": kind, "count": int(count), "response_mb": round(response_bytes / 1e6, 1),
@@ -190,15 +184,13 @@ def main(argv=None) -> int:
             server.predict({"texts": ["warm up"] * 10})
             if args.refused:
                 time.sleep(2.0)
-                before = memory_mb("VmRSS", worker)
-                reset_peak(worker)
                 body = json.dumps({"input": {"texts": ["a"] * args.refused}}).encode()
-                status, out = server.post("/predictions", body, timeout=1800)
-                peak = memory_mb("VmHWM", worker)
+                (status, out), before, peaks, _ = peaks_during(
+                    {"worker": worker}, lambda: server.post("/predictions", body, timeout=1800))
                 time.sleep(3.0)
                 record = {"refused_texts": args.refused, "request_mb": round(len(body) / 1e6, 1), "http": status,
                           "status": out.get("status"), "error": str(out.get("error"))[:200],
-                          "worker_before_mb": round(before), "worker_peak_mb": round(peak),
+                          "worker_before_mb": round(before["worker"]), "worker_peak_mb": round(peaks["worker"]),
                           "worker_3s_after_mb": round(memory_mb("VmRSS", worker))}
                 records.append(record)
                 print(json.dumps(record), flush=True)

@@ -184,11 +184,12 @@ class EmbeddingService:
         """
         started = time.perf_counter()
         request = validate_file_request(request, self.limits)
-        self._files_in_use.add(Path(os.path.realpath(request.texts_file)))
+        in_use = Path(os.path.realpath(request.texts_file))  # as the sweep sees it (e5/bulk.py)
+        self._files_in_use.add(in_use)
         try:
             return await self._embed_file_in_use(request, started)
         finally:
-            self._files_in_use.discard(Path(os.path.realpath(request.texts_file)))
+            self._files_in_use.discard(in_use)
 
     async def _embed_file_in_use(self, request: Request, started: float) -> tuple[Response, dict]:
         options = request.options
