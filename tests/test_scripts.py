@@ -245,11 +245,15 @@ def test_every_mutation_names_code_that_stands_once_in_its_file():
 
 
 def test_peaks_during_reads_the_peak_a_call_reached_after_a_reset():
+    import mmap
     import os
 
     def allocate():
-        block = bytearray(64 * 2**20)  # touched: resident, then freed before the peak is read
-        block[::4096] = b"x" * len(block[::4096])
+        # Fresh pages from the OS (malloc could reuse memory this process already holds), touched so they are
+        # resident, then unmapped before the peak is read.
+        with mmap.mmap(-1, 64 * 2**20) as block:
+            for offset in range(0, len(block), mmap.PAGESIZE):
+                block[offset] = 1
         return "done"
 
     result, before, peaks, reset = bulk_run.peaks_during({"me": os.getpid()}, allocate)
