@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Optional
 
 from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
+from cog.types import URLPath
 
-from e5 import Embedder
+from e5 import Embedder, uploads
 from e5.form import form_texts
 from e5.startup import load_service
 from e5.validation import Options, Request
@@ -59,6 +60,9 @@ def _given(value):
 
 class Predictor(BasePredictor):
     async def setup(self) -> None:
+        # Cog's downloads of file inputs are recorded (and URLs on internal hosts refused): predict() reads only
+        # the file Cog wrote for its own request, never a path a request names (e5/uploads.py).
+        uploads.watch(URLPath, allow_private=uploads.private_urls_allowed())
         self.service = load_service()  # weights, E5_* settings, warm-up and the log line, as every face starts
 
     @property
@@ -128,9 +132,10 @@ class Predictor(BasePredictor):
             description="With texts_file: npy (default; a float32 array, one row per text) or jsonl (index and embedding per line).",
         ),
     ) -> Output:
+        texts_file = uploads.DOWNLOADS.claim(_given(texts_file))  # before anything: no other path is read
         options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format))
-        texts = form_texts(_given(texts), _given(text), _given(texts_file), _given(documents))
-        request = Request(texts, _given(documents), _given(top_k), _given(texts_file),
+        texts = form_texts(_given(texts), _given(text), texts_file, _given(documents))
+        request = Request(texts, _given(documents), _given(top_k), texts_file,
                           _given(output_file_format), options, _given(include_vectors))
         response, metrics = await self.service.run(request)
         for name, value in metrics.items():

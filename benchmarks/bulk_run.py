@@ -55,6 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 from testkit.synthetic_checkpoint import SEED_WORDS, write_checkpoint  # noqa: E402
+from testkit.uploads import as_upload  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -215,7 +216,7 @@ async def refuse(predictor, path: Path, base: dict) -> dict:
     before = memory_mb("VmRSS")
     start = time.perf_counter()
     try:
-        await predictor.predict(texts=None, texts_file=path, output_file_format="npy", **base)
+        await predictor.predict(texts=None, texts_file=as_upload(path), output_file_format="npy", **base)
         error = None
     except Exception as err:  # noqa: BLE001 - what a user would see, whatever it is
         error = f"{type(err).__name__}: {err}"
@@ -233,7 +234,7 @@ def run_hostile(predictor, base: dict, args) -> list[dict]:
         await predictor.setup()
         warm = folder / "warm.txt"
         warm.write_text("\n".join(f"warm up {i}" for i in range(100)), encoding="utf-8")
-        await predictor.predict(texts=None, texts_file=warm, output_file_format="npy", **base)
+        await predictor.predict(texts=None, texts_file=as_upload(warm), output_file_format="npy", **base)
         for name, filename, write in hostile_cases(args.megabytes, args.sparse, Limits.from_env()):
             path = folder / filename
             write(path)
@@ -331,7 +332,7 @@ async def bulk_job(predictor, n: int, fmt: str) -> dict:
     path = write_texts(n)
     start = time.perf_counter()
     with RssSampler() as sampler:
-        out = await predictor.predict(texts=None, texts_file=path, output_file_format=fmt, **BASE)
+        out = await predictor.predict(texts=None, texts_file=as_upload(path), output_file_format=fmt, **BASE)
     seconds = time.perf_counter() - start
     if fmt == "npy":
         shape = np.load(out.embeddings_file, mmap_mode="r").shape

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import json
 import os
 import re
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import InputError
 from .validation import Limits, validate_text
@@ -77,12 +80,9 @@ def open_texts_file(path: str | Path, limits: Limits) -> TextsFile:
     suffix = Path(path.name.lower().removesuffix(".gz")).suffix
     if suffix not in SUFFIX_FORMATS and suffix not in UNNAMED_SUFFIXES:
         raise InputError(f"`texts_file` is a {suffix} file; {SENT_AS}", "bad_file")
-    try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as err:
-        raise InputError(f"`texts_file` cannot be read: {err.strerror}", "bad_file") from None
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        magic = f.read(4)
     if size > limits.max_file_bytes:
         raise InputError(
             f"`texts_file` has {size} bytes; the limit is {limits.max_file_bytes} (E5_MAX_FILE_BYTES)", "file_too_large"
@@ -96,6 +96,23 @@ def open_texts_file(path: str | Path, limits: Limits) -> TextsFile:
         return TextsFile(path, SUFFIX_FORMATS[suffix], compressed, sniffed=False)
     with _Source(path, compressed, limits.max_file_bytes) as source:
         return TextsFile(path, sniff_format(source.first), compressed, sniffed=True)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """The file for reading, only if `path` itself is a regular file: a link (the last part of the path: so
+    `/proc/self/fd/N` too), FIFO, device or socket is refused without being followed, read or waited on
+    (O_NONBLOCK: opening a FIFO with no writer would otherwise hang). uploads.py decides which paths a request
+    may name at all; this is the second check, on what is actually opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        why = "it is a link" if err.errno == errno.ELOOP else err.strerror
+        raise InputError(f"`texts_file` cannot be read: {why}", "bad_file") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError("`texts_file` is not a regular file", "bad_file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def sniff_format(head: bytes) -> str:
@@ -146,7 +163,7 @@ class _Source:
         self.compressed, self.max_bytes = compressed, max_bytes
         self.offset = 0  # bytes of the (decompressed) stream read so far
         self._newlines = 0  # in those bytes, to say which line a NUL byte is on
-        self._raw = open(path, "rb")
+        self._raw = open_regular(path)
         self._stream = _Gunzip(self._raw) if compressed else self._raw
         # A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first text.
         try:

@@ -8,7 +8,14 @@ here with the way out, before the engine's own checks (which also take `2.0` as 
 
 from __future__ import annotations
 
+import re
+
 from .errors import InputError
+
+
+# The line breaks of a .txt `texts_file` (files.py): `\r\n`, `\r`, `\n`. Not str.splitlines(), which also
+# splits at form feeds, U+2028 and other Unicode breaks, so the box and a file would number rows differently.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def texts_from_box(text: str | None) -> list[str] | None:
@@ -18,7 +25,7 @@ def texts_from_box(text: str | None) -> list[str] | None:
     """
     if text is None or not text.strip():
         return None
-    return [line for line in text.splitlines() if line.strip()]
+    return [line for line in LINE_BREAK.split(text) if line.strip()]
 
 
 def form_texts(texts: object, text: str | None, texts_file: object, documents: object) -> object:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testkit.synthetic_checkpoint import write_checkpoint
+from testkit.uploads import as_upload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +100,7 @@ def trained_embed(trained_predictor, loop):
     """predict() on the trained model, every argument given (defaults filled in)."""
 
     def call(**kwargs):
-        return loop.run_until_complete(within_bound(trained_predictor.predict(**{**DEFAULTS, **kwargs})))
+        return loop.run_until_complete(within_bound(trained_predictor.predict(**uploaded({**DEFAULTS, **kwargs}))))
 
     return call
 
@@ -116,9 +117,16 @@ def embed(predictor, loop):
     """Call predict() with every argument (defaults filled in), on the session's event loop."""
 
     def call(**kwargs):
-        return loop.run_until_complete(within_bound(predictor.predict(**{**DEFAULTS, **kwargs})))
+        return loop.run_until_complete(within_bound(predictor.predict(**uploaded({**DEFAULTS, **kwargs}))))
 
     return call
+
+
+def uploaded(inputs: dict) -> dict:
+    """A `texts_file` the test wrote, handed over as Cog hands over a download (testkit/uploads.py)."""
+    if inputs.get("texts_file") is None:
+        return inputs
+    return {**inputs, "texts_file": as_upload(inputs["texts_file"])}
 
 
 # A request that never ends must fail its test, not hold the suite: a batcher that loses a request hangs its

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from testkit.uploads import as_upload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -381,7 +383,7 @@ def test_no_result_file_outlives_its_job(embed, predictor, loop, tmp_path, monke
     path = write(tmp_path / "many.txt", [f"query {i} protein" for i in range(2000)])
 
     async def cancel_midway():
-        job = asyncio.ensure_future(predictor.predict(**{**DEFAULTS, "texts_file": path, "input_type": "document"}))
+        job = asyncio.ensure_future(predictor.predict(**{**DEFAULTS, "texts_file": as_upload(path), "input_type": "document"}))
         while not any(p.stat().st_size > 64 * 4096 for p in result_root.glob(f"{RESULT_PREFIX}*/*")):
             await asyncio.sleep(0.01)
             assert not job.done(), job

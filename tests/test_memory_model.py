@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from testkit.uploads import as_upload
+
 from e5 import InputError
 from e5.memory_model import MB, Shape, estimate, file_result_bytes, peak_bytes
 from e5.validation import Limits, Options, Request, check_file_result, validate_request
@@ -133,5 +135,5 @@ def test_a_bulk_job_whose_result_would_not_fit_is_refused_before_any_forward(pre
     path = tmp_path / "texts.txt"
     path.write_text("".join(f"text {i}\n" for i in range(100)))
     with pytest.raises(InputError, match=r"`texts_file` has 100 texts; returning their vectors as \.npy would hold"):
-        loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": path, "input_type": "document"}))
+        loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": as_upload(path), "input_type": "document"}))
     assert forwards == []

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from testkit.uploads import as_upload
+
 from e5 import InputError
 
 
@@ -88,6 +90,6 @@ def test_a_running_bulk_job_s_input_is_in_use_until_it_ends(predictor, loop, tmp
     monkeypatch.setattr("e5.service.remove_leftovers", lambda in_use=frozenset(): seen.append(set(in_use)))
     path = tmp_path / "tmpab12_x9zfile.txt"
     path.write_text("one\ntwo\n")
-    loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": path, "input_type": "document"}))
+    loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": as_upload(path), "input_type": "document"}))
     assert seen and seen[0] == {path}
     assert predictor.service._files_in_use == set()
