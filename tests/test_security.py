@@ -134,6 +134,37 @@ def test_a_neighbours_upload_cannot_be_read_by_its_fd_or_its_path_and_the_neighb
     assert np.abs(got - base64_vectors(alone["output"])).max() < 1e-5
 
 
+# --- a body whose items each fail the schema -----------------------------------------------------------------
+
+# What coglet 0.23.1 takes to answer such a body, per MB of body (measured: ~1,090; benchmarks/cog_body_cost.py).
+# docs/reliability.md states it, and the request-size bound an operator puts in front of the server rests on it.
+COGLET_422_MB_PER_BODY_MB = 1_250
+
+
+def test_a_schema_bomb_gets_coglets_422_within_the_stated_cost_per_mb_and_a_neighbour_answers_exactly(server):
+    from benchmarks.cog_body_cost import bomb
+
+    query = {"texts": ["how much protein should a female eat"], "encoding_format": "base64"}
+    status, alone = server.predict(query)
+    body = bomb(0.25)
+    answers = {}
+
+    def neighbour():
+        time.sleep(0.3)  # while coglet builds the 422
+        answers["neighbour"] = server.predict(query, timeout=120)
+
+    thread = threading.Thread(target=neighbour)
+    thread.start()
+    (answer, before, peaks, _) = peaks_during(pids(server), lambda: server.post("/predictions", body, timeout=300))
+    thread.join(timeout=120)
+    status, refusal = answer
+    assert status == 422 and refusal["detail"][0]["loc"][:3] == ["body", "input", "texts/1"], str(refusal)[:500]
+    assert rise_mb(before, peaks) < COGLET_422_MB_PER_BODY_MB * len(body) / 1e6
+    _, meanwhile = answers["neighbour"]
+    assert meanwhile["status"] == "succeeded", meanwhile
+    assert np.abs(base64_vectors(meanwhile["output"]) - base64_vectors(alone["output"])).max() < 1e-5
+
+
 # --- URLs on internal addresses ----------------------------------------------------------------------------
 
 
