@@ -15,19 +15,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.message
 import hmac
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from json.decoder import scanstring
+from json.scanner import NUMBER_RE
 from typing import Literal, Optional, Union
 
+import h11
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response as HttpResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from e5.errors import E5Error, InputError
 from e5.instructions import DEFAULT_TASK
@@ -134,6 +142,8 @@ class Health(BaseModel):
     status: Literal["loading", "ready", "unhealthy"]
     model: str
     requests_in_flight: int
+    max_requests: int = Field(description="E5_API_MAX_REQUESTS: past it, embedding and rerank requests get 429.")
+    saturated: bool = Field(description="requests_in_flight has reached max_requests: the next request gets 429.")
 
 
 class ErrorDetail(BaseModel):
@@ -147,7 +157,7 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 429, 500, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 429, 500, 503)}
 
 # --- errors in OpenAI's shape ---------------------------------------------------------------------------
 
@@ -162,13 +172,6 @@ class ApiError(Exception):
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
-
-
-class BodyTooLarge(HTTPException):
-    """Raised from inside the body's reading; FastAPI passes an HTTPException on as it is."""
-
-    def __init__(self):
-        super().__init__(413)
 
 
 def renamed(message: str, names: dict[str, str]) -> str:
@@ -210,10 +213,210 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     if field == "input" and first["type"] != "missing":
         return ApiError(422, "`input` must be a string or a list of strings", param="input", code="invalid_type")
     if first["type"] == "extra_forbidden":
-        return ApiError(422, f"unknown field `{field}` (see GET /openapi.json for the fields this server takes)",
-                        param=field, code="unknown_field")
+        return unknown_field(field)
     where = field + "".join(f"[{p}]" for p in loc[1:] if p.isdigit())
     return ApiError(422, f"`{where}`: {first['msg']}", param=field, code=first["type"])
+
+
+def unknown_field(field: str) -> ApiError:
+    return ApiError(422, f"unknown field `{field}` (see GET /openapi.json for the fields this server takes)",
+                    param=field, code="unknown_field")
+
+
+def token_ids_refused() -> ApiError:
+    return ApiError(
+        400,
+        "`input` holds token ids; this server embeds text only (ids from OpenAI's tokenizer mean nothing to "
+        "this model's vocabulary). LangChain's OpenAIEmbeddings sends them unless you set "
+        "check_embedding_ctx_length=False.",
+        param="input", code="token_ids_not_supported",
+    )
+
+
+# --- the body: parsed once, its lists checked item by item --------------------------------------------------
+#
+# pydantic checks a list of a million wrong items by building a million errors (one per item and per member of
+# `input`'s union), and json.loads builds every item first: a body of small wrong items costs 20-30x its size
+# before any of that. So the gate parses a body itself, with the json module's own scanner, and walks the lists
+# of texts item by item: it keeps strings, stops at the first few wrong items, and never builds a list or an
+# object where a text or a scalar belongs. What it hands pydantic has the right shape, so pydantic's errors are
+# few. The cost of a body is then its bytes, its decoded text and the texts kept (docs/openai.md, Limits).
+
+WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, as the json module skips it
+SCALAR = json.JSONDecoder().scan_once  # one JSON value at a position; used only where no list or object starts
+CHECKED_ITEMS = 3  # wrong items named in one refusal; the walk stops there
+
+
+@dataclass(frozen=True)
+class BodyShape:
+    """A route's body as the walk sees it: the model's fields, the field that may hold token ids, and the
+    engine's limits, past which the request is refused anyway (so the walk stops there too)."""
+
+    model: type[BaseModel]
+    max_texts: int
+    max_chars: int
+
+    @property
+    def text_lists(self) -> tuple[str, ...]:
+        return tuple(name for name in ("input", "documents") if name in self.model.model_fields)
+
+
+def read_json(raw: bytearray, shape: BodyShape) -> dict | ApiError:
+    """The body's JSON object, or the first thing wrong with it. `raw` is emptied once decoded (the text is
+    what the walk reads), so the bytes and the parsed texts are not held together."""
+    try:
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes bytes
+    except UnicodeDecodeError as err:
+        return ApiError(400, f"the body is not valid JSON: {err.reason} at byte {err.start}", code="invalid_json")
+    finally:
+        raw.clear()
+    try:
+        return walk_body(text, shape)
+    except json.JSONDecodeError as err:
+        return ApiError(400, f"the body is not valid JSON: {err.msg}", code="invalid_json")
+    except ValueError as err:  # an integer of more digits than Python converts
+        return ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json")
+
+
+def skip(text: str, i: int) -> int:
+    return WHITESPACE.match(text, i).end()
+
+
+def expect(text: str, i: int, char: str, message: str) -> int:
+    """The position after `char` (and the whitespace after it) at `i`; else the json module's message."""
+    if not text.startswith(char, i):
+        raise json.JSONDecodeError(message, text, i)
+    return skip(text, i + 1)
+
+
+def walk_body(text: str, shape: BodyShape) -> dict | ApiError:
+    """A JSON object of the model's fields; lists of texts checked item by item (`text_list`)."""
+    i = skip(text, 0)
+    if not text.startswith("{", i):
+        if not text.startswith("[", i):
+            end_of_body(text, scalar(text, i)[1], {})  # a syntax error first, as json.loads would say
+        return ApiError(422, "the body must be a JSON object: Input should be a valid dictionary or object to "
+                             "extract fields from", code="model_attributes_type")
+    body, i = {}, skip(text, i + 1)
+    if text.startswith("}", i):
+        return end_of_body(text, i + 1, body)
+    while True:
+        if not text.startswith('"', i):
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+        field, i = scanstring(text, i + 1)
+        if field not in shape.model.model_fields:
+            return unknown_field(field)
+        i = expect(text, skip(text, i), ":", "Expecting ':' delimiter")
+        if field in shape.text_lists and text.startswith("[", i):
+            value, i = text_list(text, i, field, shape)
+        elif text.startswith(("[", "{"), i):  # no other field takes a list or an object: never build one
+            return stand_in_error(shape.model, field, [] if text.startswith("[", i) else {})
+        else:
+            value, i = scalar(text, i)
+        if isinstance(value, ApiError):
+            return value
+        body[field] = value
+        i = skip(text, i)
+        if text.startswith("}", i):
+            return end_of_body(text, i + 1, body)
+        i = expect(text, i, ",", "Expecting ',' delimiter")
+
+
+def end_of_body(text: str, i: int, body: dict) -> dict:
+    if skip(text, i) != len(text):
+        raise json.JSONDecodeError("Extra data", text, skip(text, i))
+    return body
+
+
+def scalar(text: str, i: int) -> tuple[object, int]:
+    """A string, number, true, false or null at `i` (never a list or an object: callers check)."""
+    try:
+        return SCALAR(text, i)
+    except StopIteration:
+        raise json.JSONDecodeError("Expecting value", text, i) from None
+
+
+def text_list(text: str, i: int, name: str, shape: BodyShape) -> tuple[list[str] | ApiError, int]:
+    """The list of texts at `i`, or the refusal naming its first wrong items, without building them.
+
+    A list whose first item is a whole number or a list is token ids. The walk stops at the CHECKED_ITEMS-th
+    wrong item, at a wrong list or object (they are never parsed), and past the engine's limits.
+    """
+    texts: list[str] = []
+    wrong: list[tuple[int, str]] = []
+    chars, index, i = 0, 0, skip(text, i + 1)
+    if text.startswith("]", i):
+        return texts, i + 1
+    while True:
+        if text.startswith('"', i):
+            item, i = scanstring(text, i + 1)
+            if not wrong:  # once an item is wrong the list is refused: nothing more is kept
+                texts.append(item)
+                chars += len(item)
+        else:
+            kind, end = item_kind(text, i)
+            if index == 0 and name == "input" and kind in ("int", "list"):
+                return token_ids_refused(), i
+            wrong.append((index, kind))
+            if end is None or len(wrong) == CHECKED_ITEMS:
+                return wrong_items(name, wrong, stopped=True), i
+            i = end
+        index += 1
+        if index > shape.max_texts:
+            return (wrong_items(name, wrong, stopped=True) if wrong else too_many_texts(name, shape.max_texts)), i
+        if chars > shape.max_chars:
+            return too_many_chars(shape.max_chars), i
+        i = skip(text, i)
+        if text.startswith("]", i):
+            return (wrong_items(name, wrong, stopped=False) if wrong else texts), i + 1
+        i = expect(text, i, ",", "Expecting ',' delimiter")
+
+
+def item_kind(text: str, i: int) -> tuple[str, int | None]:
+    """(type name, e5's words: int, float, bool, null, list, dict; end) of the item at `i`; a list or an
+    object has no end here: finding it would mean parsing it."""
+    if text.startswith("[", i):
+        return "list", None
+    if text.startswith("{", i):
+        return "dict", None
+    number = NUMBER_RE.match(text, i)
+    if number:  # not converted: a number of a million digits costs nothing here
+        return ("int" if number.group(2) is None and number.group(3) is None else "float"), number.end()
+    value, end = scalar(text, i)  # true, false, null, NaN, Infinity
+    return {bool: "bool", float: "float"}.get(type(value), "null"), end
+
+
+def wrong_items(name: str, wrong: list[tuple[int, str]], stopped: bool) -> ApiError:
+    """`input[1]` must be a string, got int (so must `input[2]` and `input[3]`, and maybe items after them)."""
+    (first, kind), rest = wrong[0], [f"`{name}[{index}]`" for index, _ in wrong[1:]]
+    message = f"`{name}[{first}]` must be a string, got {kind}"
+    if rest:
+        message += f" (so must {', '.join(rest[:-1]) + ' and ' if len(rest) > 1 else ''}{rest[-1]}"
+        message += ", and maybe items after them: the check stops there)" if stopped else ")"
+    elif stopped:
+        message += " (items after it were not checked)"
+    return ApiError(422, message, param=name, code="invalid_type")
+
+
+def too_many_texts(name: str, limit: int) -> ApiError:
+    return ApiError(400, f"`{name}` has more than {limit} texts; the limit is {limit} per request (split the "
+                         f"request, or raise E5_MAX_TEXTS)", param=name, code="too_many_texts")
+
+
+def too_many_chars(limit: int) -> ApiError:
+    return ApiError(400, f"the request has more than {limit} characters of text; the limit is {limit} per request "
+                         "(E5_MAX_REQUEST_CHARS)", code="request_too_large")
+
+
+def stand_in_error(model: type[BaseModel], field: str, stand_in: list | dict) -> ApiError:
+    """pydantic's refusal of a list or an object in `field`, from an empty one of the same kind (the value
+    itself is never parsed: its type is all pydantic would have looked at)."""
+    try:
+        model.__pydantic_validator__.validate_assignment(model.model_construct(), field, stand_in)
+    except ValidationError as err:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors()]
+        return validation_error(RequestValidationError(errors))
+    return ApiError(422, f"`{field}` must not be a list or an object", param=field, code="invalid_type")
 
 
 # --- the OpenAI request -> the service's Request -> the OpenAI response ---------------------------------
@@ -222,13 +425,7 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 def texts_of(value) -> list[str] | str:
     """`input` as texts. Token ids are refused: they come from OpenAI's tokenizer, not this model's."""
     if isinstance(value, list) and value and not isinstance(value[0], str):
-        raise ApiError(
-            400,
-            "`input` holds token ids; this server embeds text only (ids from OpenAI's tokenizer mean nothing to "
-            "this model's vocabulary). LangChain's OpenAIEmbeddings sends them unless you set "
-            "check_embedding_ctx_length=False.",
-            param="input", code="token_ids_not_supported",
-        )
+        raise token_ids_refused()
     return value
 
 
@@ -310,23 +507,33 @@ async def unless_disconnected(http: HttpRequest, work: Awaitable):
 
 
 class State:
-    """What the routes share: the service once loaded, why loading failed, requests in flight."""
+    """What the routes share: the service once loaded, why loading failed, requests in flight, the bytes of
+    bodies being received, and the lock that lets one large body be parsed at a time."""
 
     def __init__(self):
         self.service: EmbeddingService | None = None
         self.failure: str | None = None
         self.in_flight = 0
+        self.body_bytes = 0
+        self.parsing = asyncio.Lock()
 
     def ready_service(self) -> EmbeddingService:
-        if self.failure is not None:
-            raise ApiError(503, f"the server failed to start: {self.failure}", type="server_error", code="setup_failed")
-        if self.service is None:
-            raise ApiError(503, "the model is still loading; retry shortly", type="server_error", code="model_loading",
-                           headers={"Retry-After": "5"})
-        if not self.service.healthy():
-            raise ApiError(503, "the engine stopped after repeated failures; this replica needs a restart",
-                           type="server_error", code="unhealthy")
+        refusal = self.unready()
+        if refusal is not None:
+            raise refusal
         return self.service
+
+    def unready(self) -> ApiError | None:
+        """Why no request can be served now, or None. Returned, not raised: see `Gate`."""
+        if self.failure is not None:
+            return ApiError(503, f"the server failed to start: {self.failure}", type="server_error", code="setup_failed")
+        if self.service is None:
+            return ApiError(503, "the model is still loading; retry shortly", type="server_error", code="model_loading",
+                            headers={"Retry-After": "5"})
+        if not self.service.healthy():
+            return ApiError(503, "the engine stopped after repeated failures; this replica needs a restart",
+                            type="server_error", code="unhealthy")
+        return None
 
     def health(self) -> str:
         if self.failure is not None or (self.service is not None and not self.service.healthy()):
@@ -334,8 +541,35 @@ class State:
         return "loading" if self.service is None else "ready"
 
 
+PARSED = "e5.body"  # the scope key under which the gate hands a parsed body to its route (ParsedRequest)
+LARGE_BODY = 64 * 1024  # a body past this is parsed on a worker thread, so the event loop answers meanwhile
+
+
+class Received:
+    """A body as it arrives, counted against what all bodies being received may hold together."""
+
+    def __init__(self, state: State):
+        self.state, self.data, self.counted = state, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        self.counted += len(chunk)
+        self.state.body_bytes += len(chunk)
+
+    def release(self) -> None:
+        self.state.body_bytes -= self.counted
+        self.counted = 0
+
+
 class Gate:
-    """ASGI middleware, before any body is read: bearer auth (401), requests in flight (429), body size (413)."""
+    """ASGI middleware in front of the routes: bearer auth (401) and the declared size (413) from the headers;
+    then for embedding and rerank requests, the whole body (413 past the limit, 408 past the body timeout),
+    a place in flight (429), the body parsed once and its shape checked (400, 422), and the route.
+
+    A request takes its place in flight only once its body is here, so clients that send slowly hold no place.
+    Refusals are returned and answered, never raised through frames that hold the body: an exception's
+    traceback keeps every frame it passed alive, bodies included, until the garbage collector runs.
+    """
 
     def __init__(self, app, settings: ApiSettings, state: State):
         self.app, self.settings, self.state = app, settings, state
@@ -343,49 +577,203 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        work = scope["method"] == "POST" and scope["path"] in WORK_PATHS
         refusal = self.refusal(scope)
-        if refusal is not None:
-            return await refusal.response()(scope, receive, send)
-        if not (scope["method"] == "POST" and scope["path"] in WORK_PATHS):
+        if refusal is None and work:
+            refusal = self.state.unready()  # before reading a body that could not be served
+        if refusal is not None:  # answered before the body is read: the connection closes instead of reading it
+            return await answer(refusal, scope, receive, send, close=work)
+        if not work:
             return await self.app(scope, receive, send)
+        received = Received(self.state)
+        try:
+            await self.serve(scope, receive, send, received)
+        finally:
+            received.release()
+
+    async def serve(self, scope, receive, send, received: Received):
+        refusal = await self.receive_body(receive, received)
+        if refusal is not None:
+            return await answer(refusal, scope, receive, send, close=True)
+        if self.state.in_flight >= self.settings.max_requests:
+            return await answer(too_many_requests(self.settings.max_requests), scope, receive, send)
         self.state.in_flight += 1
         try:
-            await self.app(scope, self.limited(receive), send)
+            body = b""
+            if received.data and is_json(scope):
+                parsed = await self.parse(received, body_shape(scope["path"], self.state.service))
+                if isinstance(parsed, ApiError):
+                    return await answer(parsed, scope, receive, send)
+                scope[PARSED] = parsed
+            else:  # no body, or not JSON: FastAPI refuses it with one error; it gets the bytes as they came
+                body = bytes(received.data)
+                received.data.clear()
+            received.release()
+            await self.app(scope, replay(body, receive), send)
         finally:
             self.state.in_flight -= 1
+
+    async def receive_body(self, receive, received: Received) -> ApiError | None:
+        """Reads the whole body into `received`; or the refusal (None also when the client went away)."""
+        limit, budget = self.settings.max_body_bytes, self.settings.max_requests * self.settings.max_body_bytes
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None  # nobody to answer; the caller sends into a closed connection, which is a no-op
+                    chunk = message.get("body", b"")
+                    if len(received.data) + len(chunk) > limit:  # a chunked body, or one longer than it said
+                        return too_large(limit)
+                    if self.state.body_bytes + len(chunk) > budget:
+                        return too_many_bodies(budget)
+                    received.add(chunk)
+                    if not message.get("more_body", False):
+                        return None
+        except TimeoutError:
+            return body_timeout(self.settings.body_timeout_s)
+
+    async def parse(self, received: Received, shape: BodyShape) -> dict | ApiError:
+        if len(received.data) <= LARGE_BODY:
+            return read_json(received.data, shape)
+        # One large body at a time: parsing holds the GIL, so two threads would not be faster, and what a parse
+        # costs on top of the bodies' bytes is then one body's worth at most.
+        async with self.state.parsing:
+            return await asyncio.to_thread(read_json, received.data, shape)
 
     def refusal(self, scope) -> ApiError | None:
         headers = dict(scope["headers"])
         key = self.settings.api_key
         if key is not None and scope["path"] not in OPEN_PATHS:
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            if not hmac.compare_digest(given.encode("latin-1"), f"Bearer {key}".encode("latin-1")):
+            if not bearer_matches(headers.get(b"authorization", b""), key):
                 return ApiError(401, "missing or wrong API key: send the header `Authorization: Bearer <E5_API_KEY>`",
                                 type="authentication_error", code="invalid_api_key")
         if scope["method"] == "POST" and scope["path"] in WORK_PATHS:
-            if self.state.in_flight >= self.settings.max_requests:
-                return ApiError(429, f"{self.settings.max_requests} requests are in flight, the most this server takes "
-                                     "(E5_API_MAX_REQUESTS); retry after a short pause",
-                                type="rate_limit_error", code="too_many_requests", headers={"Retry-After": "1"})
             length = headers.get(b"content-length", b"").decode("latin-1")
             if length.isdigit() and int(length) > self.settings.max_body_bytes:
                 return too_large(self.settings.max_body_bytes)
         return None
 
-    def limited(self, receive):
-        """`receive` that stops a body (say a chunked one) once it passes the limit, whatever its header said."""
-        received, limit = 0, self.settings.max_body_bytes
 
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
-            return message
+def bearer_matches(header: bytes, key: str) -> bool:
+    """`Authorization: Bearer <key>`, the scheme in any case (RFC 7235: auth schemes are case-insensitive)."""
+    scheme, _, token = header.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key.encode("ascii"))
 
-        return limited_receive
+
+def is_json(scope) -> bool:
+    """Whether FastAPI would read the body as JSON: a content type of application/json or application/*+json."""
+    content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    if not content_type:
+        return False  # FastAPI's strict content type: a body without one is not JSON
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def body_shape(path: str, service: EmbeddingService) -> BodyShape:
+    model = EmbeddingsRequest if path == "/v1/embeddings" else RerankRequest
+    return BodyShape(model, service.limits.max_texts, service.limits.max_chars_per_request)
+
+
+def replay(body: bytes, receive):
+    """`receive` for the route: the body once, as one message, then the connection's own messages (the
+    disconnect that `until_disconnected` waits for)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def answer(err: ApiError, scope, receive, send, close: bool = False) -> None:
+    response = err.response()
+    if close:  # the body was not read whole: closing is the only way not to read the rest of it
+        response.headers["connection"] = "close"
+    await response(scope, receive, send)
+
+
+class ParsedRequest(HttpRequest):
+    """The request as its route sees it: the body the gate parsed and checked, not read or parsed again
+    (FastAPI's documented custom Request class and route class)."""
+
+    async def body(self) -> bytes:
+        if PARSED in self.scope:
+            return b"{}"  # FastAPI asks for the bytes only to see that a body came, then takes json()
+        return await super().body()
+
+    async def json(self):
+        if PARSED in self.scope:
+            return self.scope[PARSED]
+        return await super().json()
+
+
+class ParsedBodyRoute(APIRoute):
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def with_parsed_body(request: HttpRequest):
+            return await handler(ParsedRequest(request.scope, request.receive))
+
+        return with_parsed_body
+
+
+class HeadTimeout(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for each request's head.
+
+    uvicorn 0.54 times a connection out only after an answer, and only until the next byte comes: a connection
+    that never sends a byte, or sends half a request head and stops, is held for ever (and enough of them make
+    the server unreachable). Here each connection must send a whole request head within the keep-alive timeout
+    (E5_API_IDLE_TIMEOUT_S) of opening and of each answer, or it is closed; the body then has
+    E5_API_BODY_TIMEOUT_S (the gate's 408).
+    """
+
+    head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.await_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.await_head()
+
+    def connection_lost(self, exc) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        super().connection_lost(exc)
+
+    def await_head(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        self.head_timer = self.loop.call_later(self.timeout_keep_alive, self.head_overdue)
+
+    def head_overdue(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no whole request head yet
+            self.transport.close()
+
+
+def too_many_requests(limit: int) -> ApiError:
+    return ApiError(429, f"{limit} requests are in flight, the most this server takes (E5_API_MAX_REQUESTS); "
+                         "retry after a short pause",
+                    type="rate_limit_error", code="too_many_requests", headers={"Retry-After": "1"})
+
+
+def too_many_bodies(budget: int) -> ApiError:
+    return ApiError(429, f"the bodies being received would pass {budget:,} bytes together, the most this server holds "
+                         "(E5_API_MAX_REQUESTS x E5_API_MAX_BODY_BYTES); retry after a short pause",
+                    type="rate_limit_error", code="too_many_requests", headers={"Retry-After": "1"})
+
+
+def body_timeout(seconds: float) -> ApiError:
+    return ApiError(408, f"the request body did not arrive whole within {seconds:g} s of its headers "
+                         "(E5_API_BODY_TIMEOUT_S)", code="request_timeout")
 
 
 def http_error(exc: HTTPException, settings: ApiSettings) -> ApiError:
@@ -432,15 +820,27 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
     app = FastAPI(title="multilingual-e5-large-instruct, OpenAI-compatible", version="1", lifespan=lifespan,
                   description="OpenAI's embeddings API and a rerank route over the e5 engine (docs/openai.md).")
     app.state.e5 = state
+    app.router.route_class = ParsedBodyRoute  # routes take the body the gate parsed
     app.add_middleware(Gate, settings=settings, state=state)
 
-    app.add_exception_handler(ApiError, lambda request, err: err.response())
-    app.add_exception_handler(RequestValidationError, lambda request, exc: validation_error(exc).response())
-    app.add_exception_handler(HTTPException, lambda request, exc: http_error(exc, settings).response())
-    app.add_exception_handler(ClientGone, lambda request, exc: HttpResponse(status_code=499))
-    app.add_exception_handler(
-        Exception, lambda request, exc: ApiError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
-    )
+    def handler(to_response: Callable[[Exception], HttpResponse]):
+        async def handle(request: HttpRequest, exc: Exception) -> HttpResponse:
+            # Cut the exception's links before it is answered: the framework raises some exceptions from a
+            # frame that also holds them (FastAPI's request handler keeps its RequestValidationError in a local),
+            # and exception -> traceback -> frame -> exception is a cycle that only the garbage collector
+            # breaks, keeping the frames' bodies and texts alive until it runs.
+            response = to_response(exc)
+            forget(exc)
+            return response
+
+        return handle
+
+    app.add_exception_handler(ApiError, handler(lambda err: err.response()))
+    app.add_exception_handler(RequestValidationError, handler(lambda exc: validation_error(exc).response()))
+    app.add_exception_handler(HTTPException, handler(lambda exc: http_error(exc, settings).response()))
+    app.add_exception_handler(ClientGone, handler(lambda exc: HttpResponse(status_code=499)))
+    app.add_exception_handler(Exception, handler(
+        lambda exc: ApiError(500, f"internal error: {type(exc).__name__}", type="server_error").response()))
 
     async def run(http: HttpRequest, request: Request, names: dict[str, str]) -> Response:
         service = state.ready_service()
@@ -468,7 +868,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         options = Options(task, "query", True, body.truncate, "float")
         request = Request(texts=[body.query], documents=body.documents, top_k=body.top_n, options=options,
                           include_vectors=False)  # only the ranking is answered: no vectors encoded or held
-        response = await run(http, request, {"texts": "query"})
+        response = await run(http, request, {"texts": "query", "top_k": "top_n"})
         return json_response(rerank_body(response, body.documents, body.return_documents))
 
     for path in ("/rerank", "/v1/rerank"):
@@ -488,10 +888,25 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health():
         status = state.health()
-        body = {"status": status, "model": MODEL_ID, "requests_in_flight": state.in_flight}
+        body = {"status": status, "model": MODEL_ID, "requests_in_flight": state.in_flight,
+                "max_requests": settings.max_requests, "saturated": state.in_flight >= settings.max_requests}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     return app
+
+
+def forget(exc: BaseException) -> None:
+    """Drop what an answered exception refers to: its traceback (and with it every frame it passed, and their
+    locals), the exceptions it was raised from, and a validation error's copy of the body."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        if isinstance(exc, RequestValidationError):
+            exc.body = None
+        after = exc.__cause__ or exc.__context__
+        exc.__cause__ = exc.__context__ = None
+        exc = after
 
 
 def model_card() -> dict:
@@ -517,7 +932,9 @@ def main(argv: list[str] | None = None) -> int:
         server.should_exit = True
 
     app = create_app(settings, on_failure=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, http=HeadTimeout,
+                            timeout_keep_alive=settings.idle_timeout_s)
+    server = uvicorn.Server(config)
     server.run()
     return 1 if app.state.e5.failure else 0
 

@@ -53,13 +53,37 @@ class ApiSettings:
     # E5_API_MAX_REQUESTS: embedding and rerank requests in flight at once; one more is answered 429. The same 32
     # as the Cog face's slots: enough for the batcher to fill forwards, few enough that a flood queues at clients.
     max_requests: int = 32
+    # E5_API_BODY_TIMEOUT_S: a request's body must arrive whole within this many seconds of its headers, or the
+    # request is answered 408 and its connection closed: a client that stops mid-body holds nothing for long.
+    body_timeout_s: float = 30.0
+    # E5_API_IDLE_TIMEOUT_S: a connection that has not sent a whole request head this many seconds after it
+    # opened, or after its last answer, is closed (uvicorn's keep-alive timeout, and its default).
+    idle_timeout_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ApiSettings":
         env = os.environ if environ is None else environ
         body, requests = env_number(env, "E5_API_MAX_BODY_BYTES"), env_number(env, "E5_API_MAX_REQUESTS")
+        body_timeout = env_number(env, "E5_API_BODY_TIMEOUT_S", float, minimum=0.1)
+        idle_timeout = env_number(env, "E5_API_IDLE_TIMEOUT_S", float, minimum=0.1)
         return cls(
-            api_key=env.get("E5_API_KEY", "").strip() or None,
+            api_key=api_key(env.get("E5_API_KEY", "")),
             max_body_bytes=cls.max_body_bytes if body is None else body,
             max_requests=cls.max_requests if requests is None else requests,
+            body_timeout_s=cls.body_timeout_s if body_timeout is None else body_timeout,
+            idle_timeout_s=cls.idle_timeout_s if idle_timeout is None else idle_timeout,
         )
+
+
+def api_key(raw: str) -> str | None:
+    """E5_API_KEY as a bearer token, or None when blank.
+
+    The token travels in an HTTP header, which carries ASCII: a key with any other character could never be
+    sent, and comparing against it would fail every call. So it stops start-up instead (without echoing it).
+    """
+    key = raw.strip()
+    for position, char in enumerate(key):
+        if not "!" <= char <= "~":
+            raise ValueError(f"E5_API_KEY must be printable ASCII without spaces (it is sent in an HTTP header); "
+                             f"character {position + 1} of {len(key)} is not")
+    return key or None
