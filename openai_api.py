@@ -39,7 +39,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from e5.errors import E5Error, InputError
 from e5.instructions import DEFAULT_TASK
-from e5.model import MODEL_ID
 from e5.service import EmbeddingService, Response
 from e5.startup import ApiSettings, load_service
 from e5.validation import Options, Request
@@ -47,7 +46,7 @@ from e5.validation import Options, Request
 WORK_PATHS = {"/v1/embeddings", "/rerank", "/v1/rerank"}  # the routes that embed: bounded in flight
 OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # no key needed
 NOT_MATRYOSHKA = (
-    "multilingual-e5-large-instruct was not trained to give shorter vectors (it is not Matryoshka-trained): "
+    "this model was not trained to give shorter vectors (it is not Matryoshka-trained): "
     "a cut vector is not a smaller version of this one"
 )
 
@@ -66,7 +65,8 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64", "int8", "binary"] = Field(
         "float", description="float and base64 as OpenAI; int8 and binary are E5's compact encodings."
     )
-    dimensions: Optional[StrictInt] = Field(None, description="Only 1024 (the model's width) is accepted.")
+    dimensions: Optional[StrictInt] = Field(
+        None, description="Only the model's width is accepted (1024 for multilingual-e5-large-instruct; /v1/models names the model).")
     user: Optional[StrictStr] = Field(None, description="Accepted and ignored.")
     input_type: Literal["query", "document"] = Field(
         "query", description="query: the task's instruction goes before each text. document: the text as it is."
@@ -140,7 +140,7 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["loading", "ready", "unhealthy"]
-    model: str
+    model: Optional[str] = Field(description="The model the weights folder holds; null until it has loaded.")
     requests_in_flight: int
     max_requests: int = Field(description="E5_API_MAX_REQUESTS: past it, embedding and rerank requests get 429.")
     saturated: bool = Field(description="requests_in_flight has reached max_requests: the next request gets 429.")
@@ -535,6 +535,10 @@ class State:
                             type="server_error", code="unhealthy")
         return None
 
+    def model_name(self) -> str | None:
+        """The loaded checkpoint's model (e5/profiles.py), what every answer names; None while loading."""
+        return None if self.service is None else self.service.embedder.model_profile.name
+
     def health(self) -> str:
         if self.failure is not None or (self.service is not None and not self.service.healthy()):
             return "unhealthy"
@@ -874,21 +878,30 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
     for path in ("/rerank", "/v1/rerank"):
         app.post(path, response_model=RerankResponse, responses=ERRORS, operation_id=f"rerank_{path.strip('/').replace('/', '_')}")(rerank)
 
-    @app.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401]})
-    async def models():
-        return {"object": "list", "data": [model_card()]}
+    def loaded_model() -> str:
+        """The model that answers; until it has loaded, the 503 the work routes give (loading, or why not)."""
+        name = state.model_name()
+        if name is None:
+            raise state.unready()
+        return name
 
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses={401: ERRORS[401], 404: ERRORS[400]})
+    @app.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401], 503: ERRORS[503]})
+    async def models():
+        return {"object": "list", "data": [model_card(loaded_model())]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard,
+             responses={401: ERRORS[401], 404: ERRORS[400], 503: ERRORS[503]})
     async def model(model_id: str):
-        if model_id != MODEL_ID:
-            raise ApiError(404, f"no model `{model_id}` here; this server has {MODEL_ID}", param="model",
+        name = loaded_model()
+        if model_id != name:
+            raise ApiError(404, f"no model `{model_id}` here; this server has {name}", param="model",
                            code="model_not_found")
-        return model_card()
+        return model_card(name)
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health():
         status = state.health()
-        body = {"status": status, "model": MODEL_ID, "requests_in_flight": state.in_flight,
+        body = {"status": status, "model": state.model_name(), "requests_in_flight": state.in_flight,
                 "max_requests": settings.max_requests, "saturated": state.in_flight >= settings.max_requests}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
@@ -909,8 +922,8 @@ def forget(exc: BaseException) -> None:
         exc = after
 
 
-def model_card() -> dict:
-    return {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": MODEL_ID.split("/")[0]}
+def model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": name.split("/")[0]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from e5 import PRESETS, Embedder, format_query  # noqa: E402
+from e5 import PRESETS, Embedder  # noqa: E402
 from e5.encodings import INT8_SCALE, decode_base64, encode_vectors  # noqa: E402
 
 LOCALE_DIR = Path("/usr/share/locale")  # Debian's catalogs: the system prefix, not Python's
@@ -206,10 +206,10 @@ def _width(weights: Path) -> int:
 
 
 def bitext_format(embedder: Embedder):
-    """How each side of a bitext pair is embedded: e5-small's "query: ", or the instruct model's bitext preset."""
-    if embedder.dimensions == 384:
-        return lambda text: "query: " + text
-    return lambda text: format_query(PRESETS["bitext"], text)
+    """How each side of a bitext pair is embedded: the loaded model's query recipe (e5/profiles.py) with the
+    bitext preset: the instruct model's `Instruct: Retrieve parallel sentences.`, e5-small's `query: `."""
+    model = embedder.model_profile
+    return lambda text: model.format_query(PRESETS["bitext"].instruction, text)
 
 
 def main(argv=None) -> int:

@@ -98,7 +98,7 @@ MUTATIONS = [
     Mutation("characters per request", "e5/validation.py",
              "if total > limits.max_chars_per_request:", "if False:", VALIDATION_TESTS),
     Mutation("the task's characters count on each query", "e5/validation.py",
-             'task = len(resolve_task(options.task)) if options.input_type == "query" else 0', "task = 0",
+             'task = len(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0', "task = 0",
              VALIDATION_TESTS),
     Mutation("the task length limit", "e5/validation.py",
              "if len(value) > limits.max_task_chars:", "if False:", VALIDATION_TESTS),

@@ -28,6 +28,7 @@ import torch
 from .engine import Embedder
 from .memory import return_freed_memory
 from .service import prepare
+from .instructions import check_task
 from .validation import Limits, Options, validate_options, validate_text
 
 FILE_COLUMN = "file"  # where each row was read from ...
@@ -101,6 +102,8 @@ class EmbedBatch:
         if threads:  # otherwise Ray's choice: OMP threads = the actor's whole CPUs, at least 1
             torch.set_num_threads(threads)
         self.embedder = Embedder.load(weights_dir, device)
+        # And a task the loaded model cannot use (multilingual-e5-small takes none), before the first batch.
+        check_task(self.options.task, self.options.input_type, self.embedder.model_profile)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = embed_table(self.embedder, batch, self.options, self.text_column, self.max_chars)

@@ -19,6 +19,7 @@ from . import model as m
 from .batching import pack_rows, plan_batches
 from .errors import EngineError, InputError
 from .memory import reuse_freed_memory
+from .profiles import ModelProfile, by_shape
 
 log = logging.getLogger("e5")
 
@@ -37,10 +38,13 @@ class Encoded:
 
 
 class Embedder:
-    def __init__(self, tokenizer, model, profile: m.DeviceProfile):
+    def __init__(self, tokenizer, model, profile: m.DeviceProfile, model_profile: ModelProfile | None = None):
+        """`model_profile`: which E5 model this is (its name, width and input recipe); default: recognised
+        from the loaded model's config (profiles.by_shape). `load` passes what the checkpoint declares."""
         self.tokenizer = tokenizer
         self.model = model
         self.profile = profile
+        self.model_profile = model_profile or by_shape(model.config.to_dict(), "the loaded model's config")
         self.max_tokens = m.token_limit(model.config)
         self.dimensions = model.config.hidden_size
         self.pad_id = tokenizer.pad_token_id
@@ -49,13 +53,15 @@ class Embedder:
 
     @classmethod
     def load(cls, weights_dir: str | Path, device: str | None = None, dimensions: int | None = None) -> "Embedder":
-        """`dimensions`: the width the checkpoint must have; default E5_DIMENSIONS, else 1024."""
+        """`dimensions`: the width the checkpoint must have; default E5_DIMENSIONS, else the identified model's."""
         reuse_freed_memory()  # process-wide: activations come from the heap, not fresh pages each forward
+        model_profile = m.identify_checkpoint(weights_dir)  # before the weights load: an unknown model stops here
+        asked = dimensions or m.asked_dimensions()
         device = device or m.choose_device()
         free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
         profile = m.device_profile(device, free_bytes=free)
-        tokenizer, model = m.load_checkpoint(weights_dir, profile, dimensions or m.expected_dimensions())
-        return cls(tokenizer, model, profile)
+        tokenizer, model = m.load_checkpoint(weights_dir, profile, asked, model_profile)
+        return cls(tokenizer, model, profile, model_profile)
 
     # --- tokenize --------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""How multilingual-e5-large-instruct wants its inputs written.
+"""How queries and documents are written for the model the checkpoint holds (e5/profiles.py has each recipe).
 
-The model card: a query is `Instruct: {task}\\nQuery: {text}`, a document is the raw text. The official
+multilingual-e5-large-instruct's model card: a query is `Instruct: {task}\\nQuery: {text}`, a document is the raw text. The official
 evaluation (microsoft/unilm, e5/utils.py) used one instruction per task; the presets below carry those
 instructions under short names. For symmetric tasks (STS, bitext mining, duplicates, clustering,
 classification) the evaluation put the instruction on *every* text: embed both sides as queries.
@@ -9,6 +9,9 @@ classification) the evaluation put the instruction on *every* text: embed both s
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .errors import InputError
+from .profiles import LARGE_INSTRUCT, ModelProfile
 
 INPUT_TYPES = ("query", "document")
 
@@ -58,12 +61,32 @@ def resolve_task(task: str) -> str:
 
 
 def format_query(task: str, text: str) -> str:
-    return f"Instruct: {task}\nQuery: {text}"
+    """multilingual-e5-large-instruct's query (the model card's `get_detailed_instruct`)."""
+    return LARGE_INSTRUCT.format_query(task, text)
 
 
-def format_texts(texts: list[str], input_type: str, task: str) -> list[str]:
-    """The strings the tokenizer sees: queries carry the instruction, documents go in raw."""
+def check_task(task: str, input_type: str, model: ModelProfile) -> None:
+    """Refuse a task the model cannot use, rather than drop it silently.
+
+    multilingual-e5-small was trained without instructions: a query is `query: {text}` whatever the task. The
+    default task passes (Cog sends it with every request that leaves `task` out, and the OpenAI face fills it
+    in), so only a task the caller chose is refused; documents never carry a task, on any model.
+    """
+    if model.uses_task or input_type != "query" or resolve_task(task) == DEFAULT_TASK:
+        return
+    raise InputError(
+        f"`task` does not apply to {model.short_name}: that model was trained without task instructions (a query is "
+        f"embedded as {model.query_template.format(task='', text='{text}')!r}), so a task would change nothing; "
+        "leave `task` out",
+        "task_not_supported",
+    )
+
+
+def format_texts(texts: list[str], input_type: str, task: str, model: ModelProfile = LARGE_INSTRUCT) -> list[str]:
+    """The strings the tokenizer sees, by the model's recipe: for multilingual-e5-large-instruct, queries carry
+    the instruction and documents go in raw; for multilingual-e5-small, `query: ` and `passage: ` prefixes."""
+    check_task(task, input_type, model)
     if input_type == "document":
-        return list(texts)
+        return [model.format_document(text) for text in texts]
     instruction = resolve_task(task)
-    return [format_query(instruction, text) for text in texts]
+    return [model.format_query(instruction, text) for text in texts]

@@ -16,12 +16,17 @@ import torch.nn.functional as F
 
 from .batching import round_up
 from .errors import WeightsError
+from .profiles import LARGE_INSTRUCT, ModelProfile, read_identity
 from .settings import env_number
 
-MODEL_ID = "intfloat/multilingual-e5-large-instruct"
-DIMENSIONS = 1024
+# This container's model, for what is about it alone (its downloads, its defaults). What answered a request
+# is the loaded checkpoint's profile (Embedder.model_profile), never these.
+MODEL_ID = LARGE_INSTRUCT.name
+DIMENSIONS = LARGE_INSTRUCT.dimensions
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-FILL_COMMAND = "python scripts/download_weights.py"
+def fill_command(weights_dir: str | Path) -> str:
+    """The command that fills `weights_dir` itself (the download script's default is weights/ beside predict.py)."""
+    return f"python scripts/download_weights.py --dest {weights_dir}"
 
 
 # --- the math ------------------------------------------------------------------------------------------
@@ -257,31 +262,47 @@ def device_profile(device: str, free_bytes: int | None = None, environ: dict[str
 
 def check_weights_dir(weights_dir: Path) -> None:
     if not weights_dir.is_dir():
-        raise WeightsError(f"weights directory {weights_dir} does not exist; fill it with `{FILL_COMMAND}`")
+        raise WeightsError(f"weights directory {weights_dir} does not exist; fill it with `{fill_command(weights_dir)}`")
     missing = [name for name in REQUIRED_FILES if not (weights_dir / name).is_file()]
     if missing:
         raise WeightsError(
             f"weights directory {weights_dir} is incomplete: missing {', '.join(missing)}; "
-            f"fill it with `{FILL_COMMAND}`"
+            f"fill it with `{fill_command(weights_dir)}`"
         )
 
 
-def expected_dimensions(environ: dict[str, str] | None = None) -> int:
-    """The width a checkpoint must have: this container's model (1024) unless E5_DIMENSIONS asks for another.
+def asked_dimensions(environ: dict[str, str] | None = None) -> int | None:
+    """E5_DIMENSIONS, the width a deployment pins its checkpoint to; None when unset.
 
-    Another width is for other E5 checkpoints loaded on purpose (the tests' trained multilingual-e5-small is
-    384-d); without the setting a checkpoint of the wrong model stops setup instead of serving other vectors.
+    Pinned, a checkpoint of another width stops setup instead of serving vectors of a size the caller's index
+    cannot hold; unset, the width is the identified model's own (profiles.py).
     """
     env = os.environ if environ is None else environ
     try:
-        dimensions = env_number(env, "E5_DIMENSIONS")
+        return env_number(env, "E5_DIMENSIONS")
     except ValueError as err:
         raise WeightsError(str(err)) from None
-    return DIMENSIONS if dimensions is None else dimensions
 
 
-def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile, dimensions: int = DIMENSIONS):
-    """Tokenizer and encoder from local files only: safetensors, no remote code, no network."""
+def expected_dimensions(environ: dict[str, str] | None = None, default: int = DIMENSIONS) -> int:
+    """The width a checkpoint must have: E5_DIMENSIONS if set, else `default` (the identified model's width)."""
+    asked = asked_dimensions(environ)
+    return default if asked is None else asked
+
+
+def identify_checkpoint(weights_dir: str | Path) -> ModelProfile:
+    """Which model the folder holds (profiles.identify): from its manifest, else its config.json's shape."""
+    weights_dir = Path(weights_dir)
+    check_weights_dir(weights_dir)
+    return read_identity(weights_dir)
+
+
+def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile, dimensions: int | None = None,
+                    model_profile: ModelProfile = LARGE_INSTRUCT):
+    """Tokenizer and encoder from local files only: safetensors, no remote code, no network.
+
+    `dimensions`: the width asked for (E5_DIMENSIONS); None: `model_profile`'s own width.
+    """
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -295,18 +316,19 @@ def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile, dimensions:
     except Exception as err:
         raise WeightsError(f"{weights_dir / 'config.json'} is not a readable XLM-RoBERTa config: {err}") from err
     if config.model_type != "xlm-roberta":
-        raise WeightsError(f"{weights_dir} holds a {config.model_type!r} model, not xlm-roberta; fill it with `{FILL_COMMAND}`")
-    if config.hidden_size != dimensions:
+        raise WeightsError(f"{weights_dir} holds a {config.model_type!r} model, not xlm-roberta; fill it with `{fill_command(weights_dir)}`")
+    width = model_profile.dimensions if dimensions is None else dimensions
+    if config.hidden_size != width:
         raise WeightsError(
-            f"{weights_dir} holds a {config.hidden_size}-wide model; multilingual-e5-large-instruct is "
-            f"{DIMENSIONS}-wide: fill it with `{FILL_COMMAND}`"
-            if dimensions == DIMENSIONS else
+            f"{weights_dir} holds a {config.hidden_size}-wide model; {model_profile.short_name} is "
+            f"{model_profile.dimensions}-wide: fill it with `{fill_command(weights_dir)}`"
+            if dimensions is None else
             f"{weights_dir} holds a {config.hidden_size}-wide model; E5_DIMENSIONS asks for {dimensions}"
         )
     try:
         tokenizer = XLMRobertaTokenizer.from_pretrained(weights_dir, local_files_only=True)
     except Exception as err:
-        raise WeightsError(f"{weights_dir / 'tokenizer.json'} could not be loaded: {err}; refill with `{FILL_COMMAND}`") from err
+        raise WeightsError(f"{weights_dir / 'tokenizer.json'} could not be loaded: {err}; refill with `{fill_command(weights_dir)}`") from err
     try:
         model = XLMRobertaModel.from_pretrained(
             weights_dir,
@@ -320,13 +342,13 @@ def load_checkpoint(weights_dir: str | Path, profile: DeviceProfile, dimensions:
     except Exception as err:
         raise WeightsError(
             f"{weights_dir / 'model.safetensors'} could not be loaded ({type(err).__name__}: {err}); "
-            f"it may be truncated or from another model: refill with `{FILL_COMMAND}`"
+            f"it may be truncated or from another model: refill with `{fill_command(weights_dir)}`"
         ) from err
-    _check_loaded_weights(model, weights_dir)
+    _check_loaded_weights(model, weights_dir, model_profile)
     return tokenizer, model.to(profile.device).eval()
 
 
-def _check_loaded_weights(model, weights_dir: Path) -> None:
+def _check_loaded_weights(model, weights_dir: Path, model_profile: ModelProfile) -> None:
     # transformers fills tensors absent from the file with random values and only logs it; a checkpoint of
     # another architecture would then embed garbage silently.
     from safetensors import safe_open
@@ -338,5 +360,5 @@ def _check_loaded_weights(model, weights_dir: Path) -> None:
     if missing:
         raise WeightsError(
             f"{weights_dir / 'model.safetensors'} lacks {len(missing)} tensors this model needs "
-            f"(first: {missing[0]}); it is not a multilingual-e5-large-instruct checkpoint: refill with `{FILL_COMMAND}`"
+            f"(first: {missing[0]}); it is not a {model_profile.short_name} checkpoint: refill with `{fill_command(weights_dir)}`"
         )

@@ -25,7 +25,6 @@ from .errors import InputError
 from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import format_texts
 from .memory import return_freed_memory
-from .model import MODEL_ID
 from .ranking import cosine_scores, ranking, round_scores
 from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
                          validate_request)
@@ -63,8 +62,9 @@ class Response:
 
 
 def prepare(embedder: Embedder, texts: list[str], options: Options, name: str = "texts", offset: int = 0) -> Encoded:
-    """Validated texts -> the token ids the model sees: the instruction on queries, cut at the model's limit."""
-    return embedder.tokenize(format_texts(texts, options.input_type, options.task), options.truncate, name, offset)
+    """Validated texts -> the token ids the model sees, written by the loaded model's recipe, cut at its limit."""
+    formatted = format_texts(texts, options.input_type, options.task, embedder.model_profile)
+    return embedder.tokenize(formatted, options.truncate, name, offset)
 
 
 def usage(*encoded: Encoded | None) -> dict:
@@ -130,7 +130,7 @@ class EmbeddingService:
         batcher = self.batcher()
         started = time.perf_counter()
         with batcher.arriving():  # until queued, so the batcher waits briefly for this request
-            request = validate_request(request, self.limits)
+            request = validate_request(request, self.limits, self.embedder.model_profile)
             options = request.options
             queries = await self._prepare(request.texts, options, "texts")
             docs = None
@@ -145,7 +145,7 @@ class EmbeddingService:
         encode = vector_fields if request.include_vectors else no_vectors
         embeddings, embeddings_base64 = encode(vectors[:n], options.encoding_format)
         response = Response(
-            model=MODEL_ID,
+            model=self.embedder.model_profile.name,  # the checkpoint that answered, not this container's default
             dimensions=int(vectors.shape[1]),
             encoding_format=options.encoding_format,
             embeddings=embeddings,
@@ -183,7 +183,7 @@ class EmbeddingService:
         job deletes what it wrote.
         """
         started = time.perf_counter()
-        request = validate_file_request(request, self.limits)
+        request = validate_file_request(request, self.limits, self.embedder.model_profile)
         in_use = Path(os.path.realpath(request.texts_file))  # as the sweep sees it (e5/bulk.py)
         self._files_in_use.add(in_use)
         try:
@@ -205,7 +205,7 @@ class EmbeddingService:
             result.discard()
             raise
         response = Response(
-            model=MODEL_ID, dimensions=self.embedder.dimensions, encoding_format="float", embeddings=[],
+            model=self.embedder.model_profile.name, dimensions=self.embedder.dimensions, encoding_format="float", embeddings=[],
             token_counts=counts, truncated=truncated, usage={"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
             embeddings_file=result.finish(),
         )
@@ -260,7 +260,7 @@ class EmbeddingService:
         return counts, truncated, times
 
     async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
-        if tokenized_chars(texts, options) > TOKENIZE_IN_THREAD_CHARS:
+        if tokenized_chars(texts, options, self.embedder.model_profile) > TOKENIZE_IN_THREAD_CHARS:
             return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
         return prepare(self.embedder, texts, options, name)
 

@@ -34,7 +34,7 @@ def load_service(environ: Mapping[str, str] | None = None) -> EmbeddingService:
     warm = embedder.warm_up()
     p = embedder.profile
     print(
-        f"e5: loaded {weights_dir} on {p.device} ({str(p.dtype).removeprefix('torch.')}), "
+        f"e5: loaded {embedder.model_profile.name} ({embedder.dimensions}-d) from {weights_dir} on {p.device} ({str(p.dtype).removeprefix('torch.')}), "
         f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; {runtime_report(p.device)}; "
         f"warm-up {warm:.2f}s, setup {time.perf_counter() - start:.2f}s",
         flush=True,

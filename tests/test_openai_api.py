@@ -10,6 +10,7 @@ import random
 import socket
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -24,6 +25,7 @@ import openai_api
 from e5.engine import Embedder
 from e5.errors import InputError, WeightsError
 from e5.model import MODEL_ID
+from e5.profiles import LARGE_INSTRUCT
 from testkit.openai_server import OpenAIServer
 from testkit.synthetic_checkpoint import SEED_WORDS
 
@@ -356,6 +358,8 @@ def test_health_says_loading_until_the_model_is_ready_then_ready():
     release = threading.Event()
 
     class Ready:
+        embedder = types.SimpleNamespace(model_profile=LARGE_INSTRUCT)
+
         def healthy(self):
             return True
 
@@ -366,7 +370,8 @@ def test_health_says_loading_until_the_model_is_ready_then_ready():
     app = openai_api.create_app(openai_api.ApiSettings(), load=load)
     with TestClient(app) as http:
         r = http.get("/health")
-        assert (r.status_code, r.json()["status"]) == (503, "loading")
+        assert (r.status_code, r.json()["status"], r.json()["model"]) == (503, "loading", None)
+        assert http.get("/v1/models").json()["error"]["code"] == "model_loading"
         refused = http.post("/v1/embeddings", json={"input": "early"})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_loading"
         release.set()
@@ -375,6 +380,7 @@ def test_health_says_loading_until_the_model_is_ready_then_ready():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert http.get("/health").json()["status"] == "ready"
+        assert http.get("/health").json()["model"] == LARGE_INSTRUCT.name
 
 
 # --- concurrency and disconnects ----------------------------------------------------------------------

