@@ -42,7 +42,7 @@ from ray.data.datasource import FileBasedDatasource  # noqa: E402
 from e5.batch_job import FILE_COLUMN, OUTPUT_COLUMNS, ROW_COLUMN, EmbedBatch  # noqa: E402
 from e5.errors import E5Error, InputError  # noqa: E402
 from e5.instructions import DEFAULT_TASK, INPUT_TYPES  # noqa: E402
-from e5.model import check_weights_dir  # noqa: E402
+from e5.model import identify_checkpoint  # noqa: E402
 from e5.validation import Limits, Options  # noqa: E402
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".csv": "csv", ".txt": "txt"}
@@ -209,19 +209,31 @@ def task_error(err: BaseException) -> E5Error | None:
     Ray re-raises a task's exception as RayTaskError(InputError), a subclass of both whose message is the whole
     remote traceback; the task's own exception is its `cause`. (Ray Data would wrap the batch function's error
     in a UserCodeException that keeps only the traceback's text, hence raise_original_map_exception in main.)
+    An actor that fails as it starts (a checkpoint of the wrong width) reaches the driver wrapped once more, so
+    the chain is followed: `cause` first, then the exceptions each was raised from.
     """
-    cause = getattr(err, "cause", err)
-    return cause if isinstance(cause, E5Error) else None
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, BaseException) and cause is not err:
+            err = cause
+        elif isinstance(err, E5Error):
+            return err
+        else:
+            err = err.__cause__ or err.__context__
+    return None
 
 
 def check_weights(weights: str) -> None:
-    """Refuse a missing or incomplete checkpoint before any actor starts, where the driver can tell.
+    """Refuse a missing, incomplete or unknown checkpoint before any actor starts, where the driver can tell.
 
     On a local Ray (one node) the driver sees what the actors will; on a cluster the folder may exist on the
-    workers only, and an actor that finds none fails as it starts (Ray's error then carries the same words).
+    workers only, and an actor that finds none fails as it starts. An actor's failure reaches the driver as
+    Ray's traceback, not as the engine's error, so whatever can be checked here is.
     """
     if Path(weights).exists() or len(ray.nodes()) == 1:
-        check_weights_dir(Path(weights))
+        identify_checkpoint(weights)
 
 
 def default_gpus() -> float:
@@ -248,12 +260,23 @@ def build(args) -> "ray.data.Dataset":
     return ds.select_columns(keep + list(OUTPUT_COLUMNS))
 
 
-def output_exists(output: str) -> bool:
+def filesystem(output: str) -> tuple[pafs.FileSystem, str]:
     try:
-        fs, path = pafs.FileSystem.from_uri(output)
+        return pafs.FileSystem.from_uri(output)
     except pa.ArrowInvalid:  # a relative local path
-        fs, path = pafs.LocalFileSystem(), os.path.abspath(output)
+        return pafs.LocalFileSystem(), os.path.abspath(output)
+
+
+def output_exists(output: str) -> bool:
+    fs, path = filesystem(output)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def remove_output(output: str) -> None:
+    """What a failed job wrote: a folder it created, empty or partly written, would refuse the rerun."""
+    fs, path = filesystem(output)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
 
 
 def rows_written(output: str) -> int:
@@ -297,10 +320,13 @@ def main(argv=None) -> int:
     context.execution_options.preserve_order = True
     context.raise_original_map_exception = True  # see task_error
     started = time.perf_counter()
+    created = not output_exists(args.output)  # only what this run created is removed if it fails
     try:
         check_weights(args.weights)
         build(args).write_parquet(args.output, mode="overwrite" if args.overwrite else "error")
     except Exception as err:
+        if created:
+            remove_output(args.output)
         error = task_error(err)
         if error is None:
             raise
@@ -309,9 +335,12 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - started
     n = rows_written(args.output)
     if n == 0:
+        if created:
+            remove_output(args.output)
         print(f"ray_embed: the inputs hold no texts ({', '.join(args.inputs)}); nothing was written", file=sys.stderr)
         return 1
-    print(f"ray_embed: {n} texts -> {args.output} in {seconds:.1f}s ({n / seconds:.0f} texts/s)")
+    # Three significant figures: a small job spends seconds starting Ray, and "0 texts/s" would say nothing.
+    print(f"ray_embed: {n} texts -> {args.output} in {seconds:.1f}s ({n / seconds:.3g} texts/s)")
     return 0
 
 

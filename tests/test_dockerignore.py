@@ -21,6 +21,7 @@ NEEDED = ("weights/",)  # git ignores the weights; the image must carry them
 SAMPLES = [
     ".venv/bin/python", ".venv-serve/bin/python", "e5/__pycache__/model.cpython-312.pyc", "scripts/x.pyc",
     ".pytest_cache/v/cache", ".hypothesis/examples/x", "tests/.hypothesis/x", ".cog/tmp/build123/x",
+    ".schemathesis/cassette.yaml", ".env", "scripts/.env",
     "bench-out/run.json", ".whl/coglet-0.23.1.whl", "gpu-out/report.json", "benchmarks/.venv/bin/python",
     "weights/model.safetensors", "weights/config.json", "weights/README.md",
     "predict.py", "e5/model.py", "cog.yaml", "requirements.txt", "scripts/serve.sh", ".cog/openapi_schema.json",

@@ -11,6 +11,7 @@ import base64
 import json
 import mimetypes
 import re
+import subprocess
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -216,10 +217,16 @@ def test_logs_never_contain_the_texts(server):
 
 
 def test_setup_failure_is_reported_with_the_fix(tmp_path):
+    """The reason is in the log and in /health-check's `setup.logs` (the README says to read it there); a
+    prediction gets Cog's own 503, which the predictor cannot word."""
+    fix = f"does not exist; fill it with `python scripts/download_weights.py --dest {tmp_path / 'no-weights'}`"
     with CogServer(tmp_path / "no-weights", log_path=tmp_path / "log") as s:
         assert s.wait_until() == "SETUP_FAILED"
+        assert fix in s.get("/health-check")["setup"]["logs"]
+        status, body = s.predict({"texts": ["hello"]})
+        assert status == 503 and body["error"].startswith("Setup has not finished yet"), body
     log = (tmp_path / "log").read_text(errors="replace")
-    assert "does not exist; fill it with `python scripts/download_weights.py`" in log
+    assert f"does not exist; fill it with `python scripts/download_weights.py --dest {tmp_path / 'no-weights'}`" in log
 
 
 # --- the README's examples, as a user of the image sends them ----------------------------------------------
@@ -286,6 +293,30 @@ def test_every_request_the_readme_shows_succeeds_on_the_image_server(server, rea
     for inputs in (i for kind in readme_inputs().values() for i in kind):
         status, body = server.predict(inputs)
         assert status == 200 and body["status"] == "succeeded", (inputs, body)
+
+
+def readme_block(language: str, marker: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    return next(block for block in blocks if marker in block)
+
+
+@pytest.mark.parametrize("file_format", ["npy", "jsonl"])
+def test_the_readmes_bulk_call_and_its_python_decode_the_vectors_as_written(server, readme_files, file_format):
+    """The first screen's `texts_file` curl, run by bash against the server, then its Python lines (the jsonl
+    line is the commented one, with `output_file_format` added to the input as its comment says)."""
+    command = readme_block("bash", "texts_file").replace("127.0.0.1:5000", f"127.0.0.1:{server.port}")
+    python = readme_block("python", "embeddings_file")
+    if file_format == "jsonl":
+        command = command.replace('\\"input_type\\": \\"document\\"',
+                                  '\\"input_type\\": \\"document\\", \\"output_file_format\\": \\"jsonl\\"')
+        assert "output_file_format" in command
+        python = python.replace("vectors = np.load(", "npy = (").replace("# vectors = ", "vectors = ")
+    subprocess.run(["bash", "-c", command], check=True, timeout=120)
+    scope = {}
+    exec(python, scope)
+    texts = Path("corpus.txt").read_text(encoding="utf-8").splitlines()
+    status, direct = server.predict({"texts": texts, "input_type": "document"})
+    assert np.abs(np.asarray(scope["vectors"]) - np.array(direct["output"]["embeddings"])).max() < 1e-5
 
 
 # --- what a schema-driven form sends, through the server as built ------------------------------------------

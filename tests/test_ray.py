@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from conftest import ROOT
 from e5 import InputError
 from e5.batch_job import FILE_COLUMN, ROW_COLUMN, EmbedBatch, embed_table, runs
 from e5.validation import Limits, Options, validate_options
-from testkit.synthetic_checkpoint import SEED_WORDS
+from testkit.synthetic_checkpoint import SEED_WORDS, write_checkpoint
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
@@ -244,7 +245,7 @@ def test_the_job_embeds_every_format_in_input_order_with_two_actors(cluster, emb
     assert table.column("truncated").to_pylist() == expected.truncated
 
 
-def test_the_job_carries_ids_across_files_with_a_query_preset(cluster, embed, checkpoint_dir, tmp_path):
+def test_the_job_carries_ids_across_files_with_a_query_preset(cluster, embed, checkpoint_dir, tmp_path, capsys):
     inputs = [write(tmp_path / f"part-{k}.parquet", TEXTS[k * 8:(k + 1) * 8], [f"doc-{k}-{i}" for i in range(8)])
               for k in range(3)]
     out = tmp_path / "out"
@@ -252,6 +253,8 @@ def test_the_job_carries_ids_across_files_with_a_query_preset(cluster, embed, ch
     assert job(*map(str, inputs), "--output", str(out), "--weights", str(checkpoint_dir), "--task", "sts",
                "--id-column", "doc_id", actors=2) == 0
 
+    said = re.search(r"ray_embed: 24 texts -> .* \((\S+) texts/s\)", capsys.readouterr().out)
+    assert said and float(said.group(1)) > 0, "the rate, in as many digits as a slow start needs"
     table = read_output(out)
     assert table.column_names == ["doc_id", "embedding", "token_count", "truncated"]
     assert table.column("doc_id").to_pylist() == [f"doc-{k}-{i}" for k in range(3) for i in range(8)]
@@ -276,6 +279,20 @@ def test_inputs_with_no_texts_end_the_job_with_a_message(cluster, checkpoint_dir
     assert job(str(inputs), "--output", str(tmp_path / "out"), "--weights", str(checkpoint_dir)) == 1
     assert "the inputs hold no texts" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_a_checkpoint_of_the_wrong_width_fails_in_one_line_and_leaves_no_output(cluster, tmp_path, capsys,
+                                                                               monkeypatch):
+    """An actor that cannot load the weights fails the job with the engine's message, not Ray's traceback, and
+    the output folder the job created is gone, so the corrected rerun is not refused."""
+    narrow = write_checkpoint(tmp_path / "narrow", hidden_size=256, num_attention_heads=4, intermediate_size=512)
+    texts = write(tmp_path / "a.txt", TEXTS[:3])
+    out = tmp_path / "out"
+    monkeypatch.setenv("E5_DIMENSIONS", "1024")  # the actors inherit the driver's environment
+    assert job(str(texts), "--output", str(out), "--weights", str(narrow)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ray_embed: ") and "256" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
 
 
 def test_an_existing_output_is_kept_unless_overwrite_is_given(tmp_path, capsys):

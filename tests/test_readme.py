@@ -1,11 +1,9 @@
 """The README and docs/ tell the truth about what can drift: presets, settings and their defaults, the test
-command, the scripts and flags they name, the files they link, and the README's length budget; and no file
-in the repository speaks of who works on it or with which tools instead of about the project."""
+command, the scripts and flags they name, the files they link, and the README's length budget."""
 
 from __future__ import annotations
 
 import ast
-import os
 import re
 from pathlib import Path
 
@@ -21,7 +19,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {path: path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.md"))}
 DOCUMENTS = {ROOT / "README.md": README, ROOT / "CHANGELOG.md": (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), **DOCS}
 # The README is for the people who call the model; measurements and their history live in docs/.
-README_BUDGET_CHARS = 22_000  # two faces, the web form and the limits they share
+README_BUDGET_CHARS = 24_000  # two faces, the web form, the limits they share, and a first screen for both starts
 SETTING = re.compile(r"\bE5_[A-Z0-9_]+\b")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -39,13 +37,16 @@ def settings_rows(markdown: str) -> dict[str, tuple[str, str]]:
 
 
 def settings_the_code_reads() -> set[str]:
-    """Every string constant that is exactly an E5_ variable name in the engine and the Cog face."""
+    """Every string constant that is exactly an E5_ variable name in the engine and the Cog face, and every
+    E5_ variable the scripts expand (`${E5_...}`)."""
     sources = [*sorted((ROOT / "e5").glob("*.py")), ROOT / "predict.py"]
     names = set()
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SETTING.fullmatch(node.value):
                 names.add(node.value)
+    for script in sorted((ROOT / "scripts").glob("*.sh")):
+        names |= set(re.findall(r"\$\{(E5_[A-Z0-9_]+)", script.read_text(encoding="utf-8")))
     return names
 
 
@@ -191,51 +192,3 @@ def test_every_json_and_image_in_docs_is_linked():
     linked = {(path.parent / t.partition("#")[0]).resolve() for path, text in DOCUMENTS.items() for t in linked_paths(text)}
     data = [p for p in (ROOT / "docs").rglob("*") if p.suffix in (".json", ".png")]
     assert [p.name for p in data if p.resolve() not in linked] == [], "data files in docs/ that no document links"
-
-
-# --- every file speaks to a reader of the project ---------------------------------------------------------
-
-# Phrases about how the project happens to be worked on, not about the project: a reader has none of those
-# machines, tools or people, so to them such a line is noise. Each phrase is narrow enough that the project's
-# own words never match: pytest's session fixtures, an HTTP client's session, Ray's helper actors, torch's
-# "device".
-WORKPLACE_PHRASES = re.compile(
-    r"\b(?:lent device|is lent|was lent|be lent|lent a|lends?|give_back|device tool|device time|device call|"
-    r"other sessions|sessions? (?:is|was|are) lent|helper's|the lead's|workplace)\b|\bissue #?\d+'s\b",
-    re.IGNORECASE,
-)
-TEXT_SUFFIXES = {".md", ".py", ".sh", ".ini", ".yaml", ".yml", ".toml", ".txt", ".cfg"}
-SKIP_FOLDERS = {"weights", "runs", "__pycache__"}  # model files; measured records, which keep their own words
-
-
-def text_files(root: Path = ROOT) -> list[Path]:
-    """The project's text files: the tree without hidden folders (virtual environments, git, carried wheels),
-    plus the CI script, which has no suffix."""
-    files = [root / ".ci" / "run"]
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in SKIP_FOLDERS)
-        files += [Path(folder) / name for name in sorted(names) if Path(name).suffix in TEXT_SUFFIXES]
-    return [f for f in files if f.is_file()]
-
-
-def workplace_talk(text: str, path: Path) -> list[str]:
-    """Each line of `text` that holds a phrase of the deny-list (this file's list and its own test left out)."""
-    if path.resolve() == Path(__file__).resolve():
-        start = text.index("WORKPLACE_PHRASES = re.compile(")
-        text = text[:start] + text[text.index("\ndef test_no_file_speaks_of_who_works_on_the_project", start):]
-    return [line.strip() for line in text.splitlines() if WORKPLACE_PHRASES.search(line)]
-
-
-def test_the_deny_list_catches_what_it_is_for(tmp_path):
-    planted = tmp_path / "notes.md"
-    planted.write_text("# Notes\n\nRun it once a session is lent a GPU, then call give_back.\n"
-                       "Fine: torch's device, a requests session, pytest's session fixtures, Ray's helper actors.\n")
-    assert workplace_talk(planted.read_text(), planted) == ["Run it once a session is lent a GPU, then call give_back."]
-    assert planted in text_files(tmp_path)
-
-
-def test_no_file_speaks_of_who_works_on_the_project():
-    files = text_files()
-    assert ROOT / "README.md" in files and ROOT / "pytest.ini" in files and ROOT / "e5" / "service.py" in files
-    found = {str(f.relative_to(ROOT)): lines for f in files if (lines := workplace_talk(f.read_text(errors="replace"), f))}
-    assert found == {}, "lines that speak of how the project is worked on, not of the project"
