@@ -104,7 +104,7 @@ def test_a_neighbours_upload_cannot_be_read_by_its_fd_or_its_path_and_the_neighb
     upload = data_url("text/plain", "\n".join(NEIGHBOUR_TEXTS).encode())
 
     def neighbour():
-        answer["status"], answer["body"] = server.predict({"texts_file": upload, "input_type": "document"})
+        answer["status"], answer["body"] = server.predict_retrying({"texts_file": upload, "input_type": "document"})
 
     thread = threading.Thread(target=neighbour)
     thread.start()
@@ -122,7 +122,7 @@ def test_a_neighbours_upload_cannot_be_read_by_its_fd_or_its_path_and_the_neighb
         time.sleep(0.01)
     assert seen is not None, "the neighbour's upload was never seen open"
     for path in seen:
-        status, body = server.predict({"texts_file": path})
+        status, body = server.predict_retrying({"texts_file": path})
         assert body["status"] == "failed" and NEVER_READ in body["error"], (path, body)
         assert body.get("output") is None
     thread.join(timeout=120)
@@ -151,7 +151,7 @@ def test_a_schema_bomb_gets_coglets_422_within_the_stated_cost_per_mb_and_a_neig
 
     def neighbour():
         time.sleep(0.3)  # while coglet builds the 422
-        answers["neighbour"] = server.predict(query, timeout=120)
+        answers["neighbour"] = server.predict_retrying(query, timeout=120)
 
     thread = threading.Thread(target=neighbour)
     thread.start()
