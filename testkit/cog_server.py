@@ -84,16 +84,3 @@ class CogServer(ServerProcess):
 
     def predict(self, inputs: dict, timeout: float = 300.0) -> tuple[int, dict]:
         return self.post("/predictions", json.dumps({"input": inputs}).encode(), timeout=timeout)
-
-    def predict_retrying(self, inputs: dict, timeout: float = 300.0, tries: int = 6) -> tuple[int, dict]:
-        """predict(), retrying a 409 after a pause that doubles, as docs/reliability.md tells clients ("409 with
-        free slots"): coglet 0.23 answers 409 At capacity, even with slots free, to a request that loses a race
-        for its slot pool's lock. For tests whose requests overlap and that are not about 409s."""
-        pause = 0.01
-        for _ in range(tries - 1):
-            status, body = self.predict(inputs, timeout)
-            if status != 409:
-                return status, body
-            time.sleep(pause)
-            pause *= 2
-        return self.predict(inputs, timeout)
