@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from e5.errors import E5Error, InputError
+from e5.errors import BusyError, E5Error, InputError
 from e5.instructions import DEFAULT_TASK
 from e5.service import EmbeddingService, Response
 from e5.startup import ApiSettings, load_service
@@ -138,12 +138,21 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class MemoryHealth(BaseModel):
+    budget_mb: Optional[int] = Field(description="The container's memory budget (E5_MEMORY_BUDGET_MB or its default).")
+    in_use_mb: float = Field(description="Reserved now by requests running or whose responses are being sent.")
+    peak_mb: float = Field(description="The most reserved at once since start.")
+    waiting: int = Field(description="Requests waiting for room in the budget, in arrival order.")
+    refused_busy: int = Field(description="Requests refused (503 memory_busy) after waiting E5_MEMORY_WAIT_S.")
+
+
 class Health(BaseModel):
     status: Literal["loading", "ready", "unhealthy"]
     model: Optional[str] = Field(description="The model the weights folder holds; null until it has loaded.")
     requests_in_flight: int
     max_requests: int = Field(description="E5_API_MAX_REQUESTS: past it, embedding and rerank requests get 429.")
     saturated: bool = Field(description="requests_in_flight has reached max_requests: the next request gets 429.")
+    memory: Optional[MemoryHealth] = Field(description="The memory budget all requests share; null until loaded.")
 
 
 class ErrorDetail(BaseModel):
@@ -191,6 +200,8 @@ def input_error(err: InputError, names: dict[str, str]) -> ApiError:
 
 
 def engine_failure(err: E5Error) -> ApiError:
+    if isinstance(err, BusyError):  # no room in the memory budget within the wait: the SDKs retry a 503
+        return ApiError(503, str(err), type="server_error", code=err.code, headers={"Retry-After": "5"})
     if err.code == "batcher_failure":  # the engine stopped: this replica needs a restart
         return ApiError(503, str(err), type="server_error", code=err.code)
     return ApiError(500, str(err), type="server_error", code=err.code)
@@ -902,7 +913,8 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
     async def health():
         status = state.health()
         body = {"status": status, "model": state.model_name(), "requests_in_flight": state.in_flight,
-                "max_requests": settings.max_requests, "saturated": state.in_flight >= settings.max_requests}
+                "max_requests": settings.max_requests, "saturated": state.in_flight >= settings.max_requests,
+                "memory": None if state.service is None else state.service.budget.snapshot()}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     return app

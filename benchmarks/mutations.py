@@ -35,6 +35,7 @@ class Mutation:
 
 
 BATCHER_TESTS = ("tests/test_batcher.py", "tests/test_predictor.py")
+BUDGET_TESTS = ("tests/test_budget.py",)
 VALIDATION_TESTS = ("tests/test_pure.py", "tests/test_predictor.py", "tests/test_properties.py", "tests/test_limits.py")
 
 MUTATIONS = [
@@ -114,6 +115,21 @@ MUTATIONS = [
              "if not isinstance(number, int) or not 1 <= number <= most:", VALIDATION_TESTS),
     Mutation("top_k needs documents", "e5/validation.py",
              "if top_k is not None and documents is None:", "if False:", VALIDATION_TESTS),
+    Mutation("memory budget: a small request never waits", "e5/budget.py",
+             "if nbytes <= SMALL_REQUEST_BYTES:", "if False:", BUDGET_TESTS),
+    Mutation("memory budget: a request larger than it is refused at once", "e5/budget.py",
+             "if nbytes > self.budget_bytes:", "if False:", BUDGET_TESTS),
+    Mutation("memory budget: a new request queues behind the waiters", "e5/budget.py",
+             "if not self._waiters and self.large_bytes + nbytes <= self.budget_bytes:",
+             "if self.large_bytes + nbytes <= self.budget_bytes:", BUDGET_TESTS),
+    Mutation("memory budget: a grant that meets a cancel is given back", "e5/budget.py",
+             "                self.release(future.result())", "                pass", BUDGET_TESTS),
+    Mutation("memory budget: held until the response has left", "e5/service.py",
+             "self.release_after_response(reservation, parts[\"ranking\"])", "self.budget.release(reservation)",
+             BUDGET_TESTS),
+    Mutation("memory budget: a refused request gives its reservation back", "e5/service.py",
+             "            self.budget.release(reservation)  # nothing is returned: nothing left to hold",
+             "            pass", BUDGET_TESTS),
 ]
 
 

@@ -19,6 +19,12 @@ today's `ranking`), `int8`, `binary` (0-255), `base64` (one 5,464-character stri
 `BaseModel` objects). It prints the bytes each element costs the
 server and the worker at their peak.
 
+--tail follows each case in time instead: resident memory of both processes every 10 ms, and the moment
+predict() returned (the timestamp of its report line in the server's log). It prints how long after that
+return the client had the whole response read and parsed (an upper bound of the time the server holds it),
+how long each process stayed above half its rise (reads long where an allocator keeps freed memory), and the
+hold the memory budget gives a reservation of that estimate (e5/budget.py `response_tail_s`).
+
 --refused N sends one request of N one-character texts (refused by E5_MAX_TEXTS) and prints the worker's
 peak and its resident memory 3 s after the answer: what a refusal leaves behind.
 """
@@ -26,9 +32,11 @@ peak and its resident memory 3 s after the answer: what a refusal leaves behind.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +80,47 @@ def measure(server, worker: int, case: dict) -> dict:
         rise = peaks[name] - before[name]
         result[name] = {"before_mb": round(before[name]), "peak_mb": round(peaks[name]), "rise_mb": round(rise),
                         "after_mb": round(after[name]), "rise_per_response_byte": round(rise * 1e6 / max(response_bytes, 1), 2)}
+    return result
+
+
+def measure_tail(server, worker: int, case: dict, log_path: Path) -> dict:
+    """How long the response stays in memory after predict() returns, against the budget's hold for it."""
+    from e5.budget import response_tail_s
+    from e5.memory_model import Shape, estimate
+
+    pids = {"server": server.proc.pid, "worker": worker}
+    time.sleep(2.0)
+    before = {name: memory_mb("VmRSS", pid) for name, pid in pids.items()}
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append((time.time(), {name: memory_mb("VmRSS", pid) for name, pid in pids.items()}))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    status, out = server.predict(inputs(case), timeout=1800)
+    answered = time.time()
+    time.sleep(1.0)
+    done.set()
+    thread.join()
+    returned = None
+    for line in log_path.read_text().splitlines():  # coglet logs the worker's stdout as JSON with a timestamp
+        if f"e5: texts {case['queries'] + case['documents']}," in line:
+            stamp = json.loads(line)["timestamp"]
+            returned = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    result = {**case, "status": out.get("status"), "answered_after_return_s": round(answered - returned, 2)}
+    for name in pids:
+        rise = max(m[name] for _, m in samples) - before[name]
+        held = [t for t, m in samples if m[name] - before[name] > rise / 2 and t >= returned]
+        result[name] = {"rise_mb": round(rise), "held_after_return_s": round(max(held) - returned, 2) if held else 0.0}
+    body = inputs(case)
+    chars = sum(len(t) for t in body["texts"] + body.get("documents", []))
+    shape = Shape(case["queries"], case["documents"], chars, case["encoding"], case["top_k"])
+    parts = estimate(shape)
+    result.update(estimate_mb=round(sum(parts.values()) / 1e6),
+                  budget_hold_s=round(response_tail_s(sum(parts.values()), parts["ranking"]), 2))
     return result
 
 
@@ -167,6 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default="float:4096000,score:4000000,index:4000000,int8:4096000,binary:4096000,"
                                            "base64:8000,entry:2000000")
     parser.add_argument("--refused", type=int, help="send one refused request of this many one-character texts")
+    parser.add_argument("--tail", action="store_true", help="how long each response is held after predict() returns")
     args = parser.parse_args(argv)
     if args.synthetic:
         records = measure_synthetic(args.kinds)
@@ -178,7 +228,8 @@ def main(argv=None) -> int:
     env = {"TMPDIR": str(temp), **dict(item.split("=", 1) for item in args.env)}
     records = []
     try:
-        with CogServer(weights, concurrency=1, env=env) as server:
+        log_path = temp / "server.log"
+        with CogServer(weights, concurrency=1, env=env, log_path=log_path) as server:
             assert server.wait_until() == "READY"
             worker = child_pids(server.proc.pid)[0]
             server.predict({"texts": ["warm up"] * 10})
@@ -195,7 +246,8 @@ def main(argv=None) -> int:
                 records.append(record)
                 print(json.dumps(record), flush=True)
             for case in (args.cases.split(",") if not args.refused else []):
-                record = measure(server, worker, parse_case(case))
+                case = parse_case(case)
+                record = measure_tail(server, worker, case, log_path) if args.tail else measure(server, worker, case)
                 records.append(record)
                 print(json.dumps(record), flush=True)
     finally:

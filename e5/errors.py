@@ -32,3 +32,9 @@ class EngineError(E5Error, RuntimeError):
     """The model failed on a valid request (for example out of memory on a single text)."""
 
     code = "engine_failure"
+
+
+class BusyError(E5Error, RuntimeError):
+    """A valid request found no room in the container's memory budget within its wait: send it again later."""
+
+    code = "memory_busy"

@@ -117,3 +117,10 @@ def file_result_bytes(texts: int, output_format: str, dimensions: int = 1024) ->
     """A bulk job's peak: its result file, as the data URL Cog builds, held by the server and the worker."""
     file_bytes = texts * dimensions * (4 if output_format == "npy" else JSONL_ROW_BYTES)
     return file_bytes * 4 // 3 * DATA_URL_BYTES
+
+
+def file_chunk_bytes(texts: int, chars: int, output_format: str, dimensions: int = 1024) -> int:
+    """A bulk job's working set for one chunk: its tokens, its vectors (float32 and a copy) and, for .jsonl, the
+    rows written from them."""
+    row = dimensions * (ENGINE_VECTOR_BYTES["float"] + (JSONL_ROW_BYTES if output_format == "jsonl" else 0))
+    return chars * TOKENIZER_CHAR_BYTES + texts * row

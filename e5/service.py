@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .batcher import Batcher
+from .budget import MemoryBudget, Reservation, response_tail_s
 from .bulk import ResultFile, remove_leftovers
 from .encodings import output_array, vector_fields
 from .engine import Embedder, Encoded
@@ -25,6 +26,7 @@ from .errors import InputError
 from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import format_texts
 from .memory import return_freed_memory
+from .memory_model import MB, Shape, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
 from .ranking import cosine_scores, ranking, round_scores
 from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
                          validate_request)
@@ -35,6 +37,7 @@ FILE_CHUNK_TEXTS = 4096  # texts read, embedded and written at a time from `text
 # How often the container looks for the files Cog left (as a request ends, or when idle). With spill files
 # deleted at SPILL_MIN_AGE_S (e5/bulk.py), /tmp holds at most ~SPILL_MIN_AGE_S + SWEEP_INTERVAL_S of outputs.
 SWEEP_INTERVAL_S = 10.0
+FILE_WAYS_OUT = "split the file, or embed it with Ray (scripts/ray_embed.py)"
 
 
 @dataclass
@@ -75,10 +78,11 @@ def usage(*encoded: Encoded | None) -> dict:
 class EmbeddingService:
     """The engine behind one container: requests in, responses and metrics out."""
 
-    def __init__(self, embedder: Embedder, limits: Limits, max_wait_s: float):
+    def __init__(self, embedder: Embedder, limits: Limits, max_wait_s: float, budget: MemoryBudget | None = None):
         self.embedder = embedder
         self.limits = limits.check()  # a setting no request could pass stops setup, naming it
         self.max_wait_s = max_wait_s
+        self.budget = budget or MemoryBudget()  # the container's memory, shared by every request (e5/budget.py)
         self._batcher: Batcher | None = None
         self._last_sweep = -math.inf  # the first idle sweeps at once
         self._files_in_use: set[Path] = set()  # the `texts_file` of each bulk job running: never swept
@@ -126,11 +130,35 @@ class EmbeddingService:
         finally:
             self.sweep_if_due()
 
+    async def reserve(self, nbytes: int, shape: Shape | None = None, what: str = "") -> Reservation:
+        """Room in the container's memory budget for this request's peak, before any work (may wait)."""
+        if shape is not None:
+            return await self.budget.reserve(nbytes, describe(shape), ways_out(shape, estimate(shape)))
+        return await self.budget.reserve(nbytes, what, FILE_WAYS_OUT)
+
+    def release_after_response(self, reservation: Reservation, entry_bytes: int = 0) -> None:
+        """The response is still held after the request returns (Cog encodes, parses and sends it): release
+        once that is done, as measured (e5/budget.py)."""
+        self.budget.release_later(reservation, response_tail_s(reservation.nbytes, entry_bytes))
+
     async def embed(self, request: Request) -> tuple[Response, dict]:
         batcher = self.batcher()
         started = time.perf_counter()
-        with batcher.arriving():  # until queued, so the batcher waits briefly for this request
+        with batcher.arriving():
             request = validate_request(request, self.limits, self.embedder.model_profile)
+        parts = estimate(request.shape)
+        reservation = await self.reserve(sum(parts.values()), request.shape)
+        try:
+            response, metrics = await self._embed(request, batcher, started, reservation)
+        except BaseException:
+            self.budget.release(reservation)  # nothing is returned: nothing left to hold
+            raise
+        self.release_after_response(reservation, parts["ranking"])
+        return response, metrics
+
+    async def _embed(self, request: Request, batcher: Batcher, started: float,
+                     reservation: Reservation) -> tuple[Response, dict]:
+        with batcher.arriving():  # until queued, so the batcher waits briefly for this request
             options = request.options
             queries = await self._prepare(request.texts, options, "texts")
             docs = None
@@ -167,7 +195,8 @@ class EmbeddingService:
             truncated_texts=sum(queries.truncated) + (sum(docs.truncated) if docs else 0),
             batch_requests=job.peers,
             texts_per_forward=job.rows_per_forward,
-            tokenize=tokenized - started,
+            **self.memory_metrics(reservation),
+            tokenize=tokenized - started - reservation.waited_s,
             queue_and_forward=embedded - tokenized,
             forward=job.forward_seconds,
             encode=time.perf_counter() - embedded,
@@ -194,16 +223,22 @@ class EmbeddingService:
     async def _embed_file_in_use(self, request: Request, started: float) -> tuple[Response, dict]:
         options = request.options
         texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, self.limits)
-        total = await self._check_file(texts_file, options)
-        check_file_result(total, request.output_file_format, self.limits, self.embedder.dimensions)
+        output_format, dimensions = request.output_file_format, self.embedder.dimensions
+        total, largest_chunk = await self._check_file(texts_file, options, output_format)
+        check_file_result(total, output_format, self.limits, dimensions)
         print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
+        # One chunk at a time while embedding, then the result as Cog returns it: the larger of the two.
+        reservation = await self.reserve(max(largest_chunk, file_result_bytes(total, output_format, dimensions)),
+                                         what=f"a `texts_file` of {total} texts, returned as .{output_format}")
         await asyncio.to_thread(remove_leftovers, frozenset(self._files_in_use))
-        result = ResultFile(request.output_file_format, total, self.embedder.dimensions)
+        result = ResultFile(output_format, total, dimensions)
         try:
             counts, truncated, times = await self._embed_file(texts_file, options, result, total, started)
         except BaseException:  # failed, or cancelled (asyncio.CancelledError)
+            self.budget.release(reservation)
             result.discard()
             raise
+        self.release_after_response(reservation)
         response = Response(
             model=self.embedder.model_profile.name, dimensions=self.embedder.dimensions, encoding_format="float", embeddings=[],
             token_counts=counts, truncated=truncated, usage={"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
@@ -211,25 +246,34 @@ class EmbeddingService:
         )
         rows = times.pop("forward_rows")
         return response, report(texts=total, tokens=sum(counts), truncated_texts=sum(truncated),
-                                texts_per_forward=sum(rows) / max(len(rows), 1), encode=0.0, **times)
+                                texts_per_forward=sum(rows) / max(len(rows), 1), **self.memory_metrics(reservation),
+                                encode=0.0, **times)
 
     def _file_chunks(self, texts_file: TextsFile) -> Iterator[list[str]]:
         return read_chunks(texts_file, self.limits, FILE_CHUNK_TEXTS, self.limits.max_chars_per_request)
 
-    async def _check_file(self, texts_file: TextsFile, options: Options) -> int:
-        """Every record valid (and, with `truncate` off, within the token limit): the number of texts."""
-        total, limit = 0, self.limits.max_file_texts
+    async def _check_file(self, texts_file: TextsFile, options: Options, output_format: str) -> tuple[int, int]:
+        """Every record valid (and, with `truncate` off, within the token limit): the number of texts, and the
+        working set of the largest chunk (file_chunk_bytes)."""
+        total, limit, largest = 0, self.limits.max_file_texts, 0
         chunks = self._file_chunks(texts_file)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            if not options.truncate:
-                await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", total)
+            chars = tokenized_chars(chunk, options, self.embedder.model_profile)
+            chunk_bytes = file_chunk_bytes(len(chunk), chars, output_format, self.embedder.dimensions)
+            largest = max(largest, chunk_bytes)
+            if not options.truncate:  # tokenized to count tokens: a chunk's tokens, reserved while they live
+                reservation = await self.reserve(chunk_bytes, what=f"checking a chunk of {len(chunk)} texts")
+                try:
+                    await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", total)
+                finally:
+                    self.budget.release(reservation)
             total += len(chunk)
             if total > limit:
                 raise InputError(f"`texts_file` has more than {limit} texts; the limit is {limit} (E5_MAX_FILE_TEXTS)",
                                  "too_many_texts")
         if total == 0:
             raise InputError("`texts_file` holds no texts (it is empty, or only blank lines)", "empty_list")
-        return total
+        return total, largest
 
     async def _embed_file(self, texts_file: TextsFile, options: Options, result: ResultFile, total: int,
                           started: float) -> tuple[list[int], list[bool], dict]:
@@ -259,6 +303,11 @@ class EmbeddingService:
             raise InputError(f"`texts_file` changed while it was read: {total} texts, then {len(counts)}", "bad_file")
         return counts, truncated, times
 
+    def memory_metrics(self, reservation: Reservation) -> dict:
+        """This request's reservation, the budget in use as it was admitted, and how long it waited for room."""
+        return {"memory_reserved_mb": round(reservation.nbytes / MB, 1),
+                "memory_in_use_mb": round(reservation.in_use_at_grant / MB, 1), "memory_wait": reservation.waited_s}
+
     async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
         if tokenized_chars(texts, options, self.embedder.model_profile) > TOKENIZE_IN_THREAD_CHARS:
             return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
@@ -280,7 +329,8 @@ def as_documents(options: Options) -> Options:
     return dataclasses.replace(options, input_type="document")
 
 
-COUNTS = ("texts", "tokens", "truncated_texts", "batch_requests", "texts_per_forward")
+COUNTS = ("texts", "tokens", "truncated_texts", "batch_requests", "texts_per_forward", "memory_reserved_mb",
+          "memory_in_use_mb")
 
 
 def report(**values) -> dict:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batcher import max_wait_from_env
+from .budget import BudgetSettings, MemoryBudget
 from .engine import Embedder
+from .memory_model import MB
 from .model import runtime_report
 from .service import EmbeddingService
 from .settings import env_number
@@ -30,16 +32,19 @@ def load_service(environ: Mapping[str, str] | None = None) -> EmbeddingService:
     start = time.perf_counter()
     weights_dir = env.get("E5_WEIGHTS_DIR") or str(DEFAULT_WEIGHTS_DIR)
     limits, max_wait_s = Limits.from_env(env), max_wait_from_env(env)  # a bad value stops here, before loading
+    BudgetSettings.from_env(env)  # a bad E5_MEMORY_* value stops here too, before loading
     embedder = Embedder.load(weights_dir)
     warm = embedder.warm_up()
+    budget = BudgetSettings.from_env(env)  # after warm-up: the memory this process holds at rest is known
     p = embedder.profile
     print(
         f"e5: loaded {embedder.model_profile.name} ({embedder.dimensions}-d) from {weights_dir} on {p.device} ({str(p.dtype).removeprefix('torch.')}), "
         f"token budget {p.token_budget}, limit {embedder.max_tokens} tokens; {runtime_report(p.device)}; "
+        f"memory budget {budget.budget_bytes // MB} MB ({budget.source}), wait {budget.wait_s:g}s; "
         f"warm-up {warm:.2f}s, setup {time.perf_counter() - start:.2f}s",
         flush=True,
     )
-    return EmbeddingService(embedder, limits, max_wait_s)
+    return EmbeddingService(embedder, limits, max_wait_s, MemoryBudget.from_settings(budget))
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,7 @@ class Request:
     output_file_format: object = "npy"
     options: Options = Options()
     include_vectors: bool = True  # False: only counts, scores and ranking come back (nothing encoded, less held)
+    shape: Shape | None = None  # set by validate_request: the counts that size its memory (memory_model.py)
 
 
 def validate_options(options: Options, limits: Limits) -> Options:
@@ -226,9 +227,10 @@ def validate_request(request: Request, limits: Limits, model: ModelProfile = LAR
     top_k = validate_top_k(request.top_k, limits)
     if top_k is not None and documents is None:
         raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
-    check_memory(Shape(len(texts), len(documents or ()), chars, options.encoding_format, top_k,
-                       vectors=bool(request.include_vectors)), limits)
-    return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options)
+    shape = Shape(len(texts), len(documents or ()), chars, options.encoding_format, top_k,
+                  vectors=bool(request.include_vectors))
+    check_memory(shape, limits)
+    return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options, shape=shape)
 
 
 def validate_file_request(request: Request, limits: Limits, model: ModelProfile = LARGE_INSTRUCT) -> Request:

@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
 import openai_api
+from e5.budget import MemoryBudget
 from e5.engine import Embedder
 from e5.errors import InputError, WeightsError
+from e5.memory_model import MB
 from e5.model import MODEL_ID
 from e5.profiles import LARGE_INSTRUCT
 from testkit.openai_server import OpenAIServer
@@ -359,6 +361,7 @@ def test_health_says_loading_until_the_model_is_ready_then_ready():
 
     class Ready:
         embedder = types.SimpleNamespace(model_profile=LARGE_INSTRUCT)
+        budget = MemoryBudget(2_000 * MB, source="E5_MEMORY_BUDGET_MB")
 
         def healthy(self):
             return True
@@ -381,6 +384,8 @@ def test_health_says_loading_until_the_model_is_ready_then_ready():
             time.sleep(0.01)
         assert http.get("/health").json()["status"] == "ready"
         assert http.get("/health").json()["model"] == LARGE_INSTRUCT.name
+        assert http.get("/health").json()["memory"] == {"budget_mb": 2000, "in_use_mb": 0.0, "peak_mb": 0.0,
+                                                         "waiting": 0, "refused_busy": 0}
 
 
 # --- concurrency and disconnects ----------------------------------------------------------------------
