@@ -129,13 +129,18 @@ class Batcher:
         """Context manager a request holds while it prepares, so the loop knows company is coming."""
         return _Arrival(self)
 
-    async def embed(self, sequences: list[list[int]], normalize: list[bool]) -> tuple[np.ndarray, Job]:
+    async def embed(self, sequences: list[list[int]], normalize: list[bool],
+                    on_job: Callable[[Job], None] | None = None) -> tuple[np.ndarray, Job]:
+        """The vectors of `sequences` in order, and the job that carried them (`on_job` sees it once queued:
+        its `filled` rows and `served` tokens tell a bulk job's progress within a chunk)."""
         if self._broken is not None:
             raise EngineError(f"the batcher stopped after repeated failures (last: {type(self._broken).__name__}: "
                               f"{self._broken}); the container needs a restart", "batcher_failure")
         if self._task.done():  # cancelled from outside (a closing event loop): start it again for this request
             self._start()
         job = Job(sequences, normalize, self.loop.create_future(), arrival=next(self._arrivals))
+        if on_job is not None:
+            on_job(job)
         self._queue.append(job)
         self._queued_since_answer += 1
         self._wakeup.set()

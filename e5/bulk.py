@@ -50,9 +50,9 @@ SPILL_MIN_AGE_S = 20.0  # coglet reads a spill file as soon as it is written (mi
 class VectorWriter:
     """Writes vectors as they come, so 100,000 texts never sit in memory as JSON."""
 
-    def __init__(self, path: Path, fmt: str, count: int, dimensions: int):
+    def __init__(self, path: Path, fmt: str, count: int, dimensions: int, first_index: int = 0):
         # Plain appends, not a memory map: a map's dirty pages count as the process's resident memory.
-        self.fmt, self.written = fmt, 0
+        self.fmt, self.written, self.first_index = fmt, 0, first_index  # first_index: a shard's first row
         if fmt == "npy":
             self._file = open(path, "wb")
             header = {"descr": "<f4", "fortran_order": False, "shape": (count, dimensions)}
@@ -66,7 +66,7 @@ class VectorWriter:
             self.written += len(vectors)
             return
         for row in vectors.tolist():
-            self._file.write(json.dumps({"index": self.written, "embedding": row}) + "\n")
+            self._file.write(json.dumps({"index": self.first_index + self.written, "embedding": row}) + "\n")
             self.written += 1
 
     def close(self) -> None:
@@ -103,6 +103,17 @@ class ResultFile:
         """A failed or cancelled job: the partial file goes now (np.load could not read it)."""
         self.writer.close()
         _remove(self.folder, self._lock)
+
+
+class JobFolder:
+    """A private folder in the temp directory for one job's files (the bulk model's shards), locked by this
+    process so that a later job removes it if this worker dies (`remove_abandoned_results`)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.path, self._lock = _locked_folder(Path(root or tempfile.gettempdir()))
+
+    def remove(self) -> None:
+        _remove(self.path, self._lock)
 
 
 def remove_leftovers(in_use: frozenset[Path] = frozenset()) -> None:

@@ -11,23 +11,24 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .batcher import Batcher
+from .batcher import Batcher, Job
 from .budget import MemoryBudget, Reservation, response_tail_s
 from .bulk import ResultFile, remove_leftovers
 from .encodings import output_array, vector_fields
 from .engine import Embedder, Encoded
-from .errors import InputError
+from .errors import EngineError, InputError
 from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import format_texts
 from .memory import return_freed_memory
 from .memory_model import MB, Shape, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
 from .ranking import cosine_scores, ranking, round_scores
+from .shards import SHARD_BYTES, ShardWriter, rows_per_shard
 from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
                          validate_request)
 
@@ -249,14 +250,93 @@ class EmbeddingService:
                                 texts_per_forward=sum(rows) / max(len(rows), 1), **self.memory_metrics(reservation),
                                 encode=0.0, **times)
 
-    def _file_chunks(self, texts_file: TextsFile) -> Iterator[list[str]]:
-        return read_chunks(texts_file, self.limits, FILE_CHUNK_TEXTS, self.limits.max_chars_per_request)
+    async def embed_file_shards(self, request: Request, folder: Path,
+                                shard_bytes: int = SHARD_BYTES) -> AsyncIterator[Path]:
+        """The bulk model's path: a file of texts -> shard files of vectors as each fills, then the manifest.
 
-    async def _check_file(self, texts_file: TextsFile, options: Options, output_format: str) -> tuple[int, int]:
+        The same checks as `texts_file` (every record, and the token limit with `truncate` off, before any
+        forward), at most `Limits.max_bulk_texts` texts. Memory holds one chunk at a time whatever the number
+        of texts (the reservation is the largest chunk's working set); the disk holds the shards the caller
+        has not yet removed. A progress line every PROGRESS_S: texts done of all, texts and tokens per second,
+        time left.
+        """
+        started = time.perf_counter()
+        if request.texts_file is None:
+            raise InputError("`texts_file` is required: upload the file of texts to embed", "missing_texts")
+        request = validate_file_request(request, self.limits, self.embedder.model_profile)
+        in_use = Path(os.path.realpath(request.texts_file))
+        self._files_in_use.add(in_use)
+        try:
+            await asyncio.to_thread(remove_leftovers, frozenset(self._files_in_use))  # what dead jobs left
+            options, output_format = request.options, request.output_file_format
+            limits = dataclasses.replace(self.limits, max_file_bytes=self.limits.max_bulk_file_bytes)
+            try:
+                texts_file = await asyncio.to_thread(open_texts_file, request.texts_file, limits)
+                total, largest_chunk = await self._check_file(texts_file, options, output_format, limits,
+                                                              limits.max_bulk_texts, "E5_MAX_BULK_TEXTS")
+            except InputError as err:  # the byte limit here is the bulk model's own setting
+                if err.code != "file_too_large":
+                    raise
+                raise InputError(str(err).replace("E5_MAX_FILE_BYTES", "E5_MAX_BULK_FILE_BYTES"), err.code) from None
+            print(f"e5: texts_file read as {texts_file.describe()}: {total} texts", flush=True)
+            dimensions = self.embedder.dimensions
+            writer = ShardWriter(folder, output_format, total, dimensions, self.embedder.model_profile.name,
+                                 rows_per_shard(output_format, dimensions, shard_bytes))
+            # A chunk's working set, and the shard files Cog's server reads whole to upload (two at a time).
+            reservation = await self.reserve(largest_chunk + 2 * shard_bytes,
+                                             what=f"a bulk job of {total} texts, chunk by chunk")
+            try:
+                progress = Progress(total, started)
+                async for encoded, vectors in self._embedded_chunks(texts_file, options, limits, progress):
+                    shards = await asyncio.to_thread(write_shards, writer, vectors, encoded)
+                    for shard in shards:
+                        yield shard
+                    del vectors
+                    progress.update(len(encoded.ids), encoded.total_tokens)
+                if writer.written != total:
+                    raise InputError(f"`texts_file` changed while it was read: {total} texts, then {writer.written}",
+                                     "bad_file")
+                progress.report(final=True)
+                yield await asyncio.to_thread(writer.finish)
+            finally:
+                writer.close()
+                self.budget.release(reservation)  # the shards are files: nothing is held past the last one
+        finally:
+            self._files_in_use.discard(in_use)
+
+    async def _embedded_chunks(self, texts_file: TextsFile, options: Options, limits: Limits, progress: "Progress"):
+        """(tokenized chunk, its vectors) for each chunk of the file, in order, through the batcher; a progress
+        line every PROGRESS_S also within a chunk (one takes half a minute on a CPU)."""
+        chunks = self._file_chunks(texts_file, limits)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            encoded = await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", 0)
+            jobs: list[Job] = []
+            embedding = asyncio.ensure_future(
+                self.batcher().embed(encoded.ids, [options.normalize] * len(encoded.ids), on_job=jobs.append))
+            try:
+                while not embedding.done():
+                    await asyncio.wait({embedding}, timeout=PROGRESS_S)
+                    if not embedding.done() and jobs:
+                        progress.report(jobs[0].filled, jobs[0].served)
+            except BaseException:
+                embedding.cancel()  # cancelled or failed here: the chunk's forwards stop too
+                raise
+            vectors, _ = embedding.result()
+            yield encoded, vectors
+            return_freed_memory()
+
+    def _file_chunks(self, texts_file: TextsFile, limits: Limits | None = None) -> Iterator[list[str]]:
+        limits = limits or self.limits
+        return read_chunks(texts_file, limits, FILE_CHUNK_TEXTS, limits.max_chars_per_request)
+
+    async def _check_file(self, texts_file: TextsFile, options: Options, output_format: str,
+                          limits: Limits | None = None, limit: int | None = None,
+                          setting: str = "E5_MAX_FILE_TEXTS") -> tuple[int, int]:
         """Every record valid (and, with `truncate` off, within the token limit): the number of texts, and the
         working set of the largest chunk (file_chunk_bytes)."""
-        total, limit, largest = 0, self.limits.max_file_texts, 0
-        chunks = self._file_chunks(texts_file)
+        total, largest = 0, 0
+        limit = self.limits.max_file_texts if limit is None else limit
+        chunks = self._file_chunks(texts_file, limits)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             chars = tokenized_chars(chunk, options, self.embedder.model_profile)
             chunk_bytes = file_chunk_bytes(len(chunk), chars, output_format, self.embedder.dimensions)
@@ -269,8 +349,10 @@ class EmbeddingService:
                     self.budget.release(reservation)
             total += len(chunk)
             if total > limit:
-                raise InputError(f"`texts_file` has more than {limit} texts; the limit is {limit} (E5_MAX_FILE_TEXTS)",
-                                 "too_many_texts")
+                raise InputError(f"`texts_file` has more than {limit} texts; the limit is {limit} ({setting})"
+                                 + (": split the file and send each part as a job of its own"
+                                    if setting == "E5_MAX_BULK_TEXTS" else
+                                    "; embed large files with the bulk model (predict_bulk.py)"), "too_many_texts")
         if total == 0:
             raise InputError("`texts_file` holds no texts (it is empty, or only blank lines)", "empty_list")
         return total, largest
@@ -312,6 +394,43 @@ class EmbeddingService:
         if tokenized_chars(texts, options, self.embedder.model_profile) > TOKENIZE_IN_THREAD_CHARS:
             return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
         return prepare(self.embedder, texts, options, name)
+
+
+PROGRESS_S = 5.0  # a bulk job logs its progress this often (Replicate shows a prediction's log live)
+
+
+def write_shards(writer: ShardWriter, vectors: np.ndarray, encoded: Encoded) -> list[Path]:
+    """A chunk's vectors into the shards; a disk that cannot take them fails the job saying so."""
+    try:
+        return writer.add(vectors, encoded.token_counts, encoded.truncated)
+    except OSError as err:
+        raise EngineError(f"could not write the vectors to {writer.folder} ({err.strerror or err}): the container's "
+                          "temp folder needs room for a few shards (E5_BULK_SHARD_MB each)", "disk_full") from None
+
+
+class Progress:
+    """A bulk job's progress line: texts done of all, texts and tokens per second, time left."""
+
+    def __init__(self, total: int, started: float):
+        self.total, self.started, self.texts, self.tokens = total, started, 0, 0
+        self.last = time.perf_counter()
+
+    def update(self, texts: int, tokens: int) -> None:
+        """A chunk is done."""
+        self.texts += texts
+        self.tokens += tokens
+        if time.perf_counter() - self.last >= PROGRESS_S:
+            self.report()
+
+    def report(self, texts_under_way: int = 0, tokens_under_way: int = 0, final: bool = False) -> None:
+        """One line: the chunks done plus what the chunk under way has embedded so far."""
+        self.last = time.perf_counter()
+        seconds = max(self.last - self.started, 1e-9)
+        texts, tokens = self.texts + texts_under_way, self.tokens + tokens_under_way
+        rate = texts / seconds
+        left = f"~{(self.total - texts) / rate:.0f}s left" if rate else "starting"
+        print(f"e5: {texts}/{self.total} texts ({100 * texts / self.total:.0f}%), {rate:.0f} texts/s, "
+              f"{tokens / seconds:.0f} tokens/s, " + ("done" if final else left), flush=True)
 
 
 def no_vectors(vectors: np.ndarray, encoding_format: str) -> tuple[list, None]:

@@ -36,6 +36,11 @@ class Limits:
     max_file_texts: int = 100_000
     # E5_MAX_FILE_BYTES: bytes of one `texts_file`, decompressed: 100,000 texts of ~2,000 bytes (300 words)
     max_file_bytes: int = 200_000_000
+    # E5_MAX_BULK_TEXTS: texts in one job of the bulk model (predict_bulk.py), which returns shard files that
+    # Cog uploads, so its memory stays flat whatever the count; its files may be larger (E5_MAX_BULK_FILE_BYTES).
+    max_bulk_texts: int = 1_000_000
+    # E5_MAX_BULK_FILE_BYTES: bytes of one bulk model's `texts_file`, decompressed: 1,000,000 texts of ~2,000 bytes
+    max_bulk_file_bytes: int = 2_000_000_000
     # E5_MAX_REQUEST_MB: what one request may make the server and its worker hold at their peak, as
     # memory_model.py estimates it from the request's counts (docs/design.md, "Memory per request").
     max_request_mb: int = 5_000
@@ -50,6 +55,8 @@ class Limits:
             "max_task_chars": "E5_MAX_TASK_CHARS",
             "max_file_texts": "E5_MAX_FILE_TEXTS",
             "max_file_bytes": "E5_MAX_FILE_BYTES",
+            "max_bulk_texts": "E5_MAX_BULK_TEXTS",
+            "max_bulk_file_bytes": "E5_MAX_BULK_FILE_BYTES",
             "max_request_mb": "E5_MAX_REQUEST_MB",
         }
         values = {field: env_number(env, var) for field, var in names.items()}

@@ -2,6 +2,7 @@
 
     python scripts/cog_schema.py           # list what Cog's static parser could not resolve or would mangle
     python scripts/cog_schema.py --write   # and (re)write .cog/openapi_schema.json, the schema the image carries
+    python scripts/cog_schema.py --model bulk [--write]   # the bulk model: predict_bulk.py, .cog/openapi_schema.bulk.json
 
 Since Cog 0.19, `cog build` never imports predict.py to learn its inputs: a tree-sitter parser reads the
 source, and the OpenAPI schema is built from what it can resolve. Coglet then checks every request against
@@ -31,6 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PREDICT = ROOT / "predict.py"
 SCHEMA = ROOT / ".cog" / "openapi_schema.json"
+# The bulk model (cog.bulk.yaml): its own predictor, and its schema beside the main one. `cog build -f
+# cog.bulk.yaml` writes that schema to .cog/openapi_schema.json in the image, where coglet reads it.
+BULK_PREDICT = ROOT / "predict_bulk.py"
+BULK_SCHEMA = ROOT / ".cog" / "openapi_schema.bulk.json"
 COG_VERSION = "0.23.1"  # the version pinned in requirements.txt; the document's info.version
 
 PRIMITIVES = {
@@ -224,6 +229,9 @@ def output_type(ann: tuple, models: dict) -> dict:
     if name in ("list", "List"):
         item = output_type(args[0], models) if args else {"type": "object"}
         return {"type": "array", "items": item}
+    if name in ("Iterator", "AsyncIterator"):  # schema_type.go SchemaIterator: an array the server streams
+        item = output_type(args[0], models) if args else {"type": "object"}
+        return {"type": "array", "items": item, "x-cog-array-type": "iterator"}
     if name in PRIMITIVES:
         return dict(PRIMITIVES[name])
     raise Unresolvable(f"output type `{name}` is not supported")
@@ -475,20 +483,23 @@ def comparable(document: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", action="store_true", help=f"write {SCHEMA.relative_to(ROOT)}")
+    parser.add_argument("--write", action="store_true", help="write the model's schema under .cog/")
+    parser.add_argument("--model", choices=["main", "bulk"], default="main",
+                        help="main: predict.py (cog.yaml); bulk: predict_bulk.py (cog.bulk.yaml)")
     args = parser.parse_args(argv)
-    reading = read_predictor(PREDICT.read_text(encoding="utf-8"))
+    predict, schema = (PREDICT, SCHEMA) if args.model == "main" else (BULK_PREDICT, BULK_SCHEMA)
+    reading = read_predictor(predict.read_text(encoding="utf-8"))
     for problem in reading.problems:
-        print(f"predict.py: {problem}", file=sys.stderr)
+        print(f"{predict.name}: {problem}", file=sys.stderr)
     if reading.problems:
         return 1
     document = openapi_document(reading)
     if args.write:
-        SCHEMA.parent.mkdir(exist_ok=True)
-        SCHEMA.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"wrote {SCHEMA.relative_to(ROOT)}: {len(reading.inputs)} inputs, concurrency {reading.concurrency_max}")
-    elif comparable(json.loads(SCHEMA.read_text(encoding="utf-8"))) != comparable(document):
-        print(f"{SCHEMA.relative_to(ROOT)} is not what predict.py gives: run with --write", file=sys.stderr)
+        schema.parent.mkdir(exist_ok=True)
+        schema.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {schema.relative_to(ROOT)}: {len(reading.inputs)} inputs, concurrency {reading.concurrency_max}")
+    elif comparable(json.loads(schema.read_text(encoding="utf-8"))) != comparable(document):
+        print(f"{schema.relative_to(ROOT)} is not what {predict.name} gives: run with --write", file=sys.stderr)
         return 1
     return 0
 

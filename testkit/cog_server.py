@@ -25,6 +25,7 @@ from pathlib import Path
 from testkit.process import ROOT, ServerProcess, free_port  # noqa: F401 (free_port: tests import it from here)
 
 SCHEMA = ROOT / ".cog" / "openapi_schema.json"  # the server reads it from its working directory
+BULK_SCHEMA = ROOT / ".cog" / "openapi_schema.bulk.json"  # the bulk model's (cog.bulk.yaml)
 IMAGE_SLOTS = 32  # = @concurrent(max=32) in predict.py (tests/test_cog_schema.py ties them)
 
 
@@ -84,3 +85,31 @@ class CogServer(ServerProcess):
 
     def predict(self, inputs: dict, timeout: float = 300.0) -> tuple[int, dict]:
         return self.post("/predictions", json.dumps({"input": inputs}).encode(), timeout=timeout)
+
+
+class BulkCogServer(CogServer):
+    """The bulk model's server (cog.bulk.yaml) as its image runs it: predict_bulk.py with its own schema at
+    .cog/openapi_schema.json (a folder of links to this repository, since coglet reads the schema from its
+    working directory), one slot, and Cog's uploads sent to `upload_url` as Replicate starts it."""
+
+    def __init__(self, weights_dir: str | Path, workdir: Path, upload_url: str | None = None,
+                 env: dict[str, str] | None = None, log_path=None):
+        super().__init__(weights_dir, concurrency=1, env=env, log_path=log_path)
+        self.upload_url = upload_url
+        (workdir / ".cog").mkdir(parents=True, exist_ok=True)
+        for name in ("e5", "predict_bulk.py"):
+            link = workdir / name
+            if not link.exists():
+                link.symlink_to(ROOT / name)
+        (workdir / ".cog" / "openapi_schema.json").write_bytes(BULK_SCHEMA.read_bytes())
+        self.cwd = workdir
+
+    def command(self) -> list[str]:
+        upload = ["--upload-url", self.upload_url] if self.upload_url else []
+        return [*super().command(), *upload]
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "COG_PREDICT_TYPE_STUB": "predict_bulk.py:Predictor"}
+
+    def __enter__(self) -> "BulkCogServer":
+        return ServerProcess.__enter__(self)

@@ -25,6 +25,7 @@ class ServerProcess:
         self.extra_env = env or {}
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen | None = None
+        self.cwd = ROOT  # where the server runs (and reads .cog/openapi_schema.json)
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -36,7 +37,7 @@ class ServerProcess:
     def __enter__(self):
         env = {**os.environ, "E5_WEIGHTS_DIR": self.weights_dir, **self.environment(), **self.extra_env}
         self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -347,3 +347,48 @@ def test_accept_is_read_as_cog_reads_it(parameter, fragment):
     fine = predictor_source('x: Optional[Path] = Input(default=None, accept=".txt,.csv")')
     reading = cog_schema.read_predictor(fine)
     assert reading.problems == [] and reading.inputs["x"]["accept"] == ".txt,.csv"
+
+
+# --- the bulk model (cog.bulk.yaml, predict_bulk.py): the same rules, its own schema ------------------------
+
+BULK_SOURCE = (ROOT / "predict_bulk.py").read_text(encoding="utf-8")
+BULK_SCHEMA = json.loads((ROOT / ".cog" / "openapi_schema.bulk.json").read_text(encoding="utf-8"))
+
+
+def test_the_bulk_predictor_holds_nothing_the_static_parser_cannot_read_and_its_schema_is_committed():
+    reading = cog_schema.read_predictor(BULK_SOURCE)
+    assert reading.problems == []
+    assert cog_schema.comparable(BULK_SCHEMA) == cog_schema.comparable(cog_schema.openapi_document(reading)), (
+        "run `python scripts/cog_schema.py --model bulk --write` after changing predict_bulk.py")
+    assert cog_schema.main(["--model", "bulk"]) == 0
+
+
+def test_the_bulk_model_streams_files_one_prediction_at_a_time():
+    # A plain generator of Paths: coglet uploads each file as it is yielded (an async generator is collected
+    # whole first), and a plain predict() cannot run with more than one slot.
+    output = BULK_SCHEMA["components"]["schemas"]["Output"]
+    assert output == {"title": "Output", "type": "array", "items": {"type": "string", "format": "uri"},
+                      "x-cog-array-type": "iterator"}
+    assert cog_schema.read_predictor(BULK_SOURCE).concurrency_max is None
+    assert "async def predict" not in BULK_SOURCE and "yield Path(" in BULK_SOURCE
+
+
+def test_the_bulk_inputs_are_the_engine_s_and_the_file_is_required():
+    inputs = BULK_SCHEMA["components"]["schemas"]["Input"]
+    assert inputs["required"] == ["texts_file"]
+    assert list(inputs["properties"]) == ["texts_file", "task", "input_type", "normalize", "truncate", "output_format"]
+    enum = lambda name: BULK_SCHEMA["components"]["schemas"][  # noqa: E731
+        inputs["properties"][name]["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert enum("output_format") == list(OUTPUT_FILE_FORMATS) and enum("input_type") == list(INPUT_TYPES)
+    assert inputs["properties"]["task"]["default"] == DEFAULT_TASK
+    assert inputs["properties"]["texts_file"]["x-cog-accept"] == INPUT["properties"]["texts_file"]["x-cog-accept"]
+
+
+def test_cog_bulk_yaml_is_cog_yaml_but_the_predictor():
+    import yaml
+
+    main, bulk = cog_yaml(), yaml.safe_load((ROOT / "cog.bulk.yaml").read_text())
+    assert bulk["predict"] == "predict_bulk.py:Predictor"
+    assert {k: v for k, v in bulk.items() if k != "predict"} == {k: v for k, v in main.items() if k != "predict"}
+    strip = lambda text: text.split("\nbuild:", 1)[1].replace("predict_bulk.py", "predict.py")  # noqa: E731
+    assert strip((ROOT / "cog.bulk.yaml").read_text()) == strip((ROOT / "cog.yaml").read_text())
