@@ -129,9 +129,10 @@ def test_a_shard_that_cannot_be_written_fails_the_job_saying_so(predictor, loop,
     async def run():
         return [p async for p in predictor.service.embed_file_shards(Request(texts_file=as_upload(path)), folder)]
 
+    held = predictor.service.budget.in_use_bytes  # earlier tests' holds may still be running out
     with pytest.raises(EngineError, match=r"could not write the vectors to .*out \(No space left on device\)"):
         loop.run_until_complete(run())
-    assert predictor.service.budget.in_use_bytes == 0  # its reservation went back
+    assert predictor.service.budget.in_use_bytes <= held  # its own reservation went back
 
 
 # --- the bulk model on the real server ------------------------------------------------------------------------

@@ -264,6 +264,9 @@ def cli_value(value: str, prop: dict):
 def readme_inputs() -> dict[str, list[dict]]:
     """Every request the README shows, by kind: `cog predict -i` lines, curl bodies, `replicate.run(input=...)`."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    # The bulk model's section calls the other model (tests/test_bulk_model.py runs its lines).
+    head, _, rest = readme.partition("## The bulk model")
+    readme = head + (rest.split("\n## ", 1)[1] if rest else "")
     props = json.loads((ROOT / ".cog" / "openapi_schema.json").read_text())["components"]["schemas"]["Input"]["properties"]
     found = {"cog predict": [], "curl": [], "python": []}
     for line in re.findall(r"^cog predict (.+)$", readme, flags=re.M):
