@@ -26,7 +26,7 @@ from .errors import EngineError, InputError
 from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import format_texts
 from .memory import return_freed_memory
-from .memory_model import MB, Shape, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
+from .memory_model import MB, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
 from .ranking import cosine_scores, ranking, round_scores
 from .shards import SHARD_BYTES, ShardWriter, rows_per_shard
 from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
@@ -131,10 +131,8 @@ class EmbeddingService:
         finally:
             self.sweep_if_due()
 
-    async def reserve(self, nbytes: int, shape: Shape | None = None, what: str = "") -> Reservation:
-        """Room in the container's memory budget for this request's peak, before any work (may wait)."""
-        if shape is not None:
-            return await self.budget.reserve(nbytes, describe(shape), ways_out(shape, estimate(shape)))
+    async def reserve(self, nbytes: int, what: str) -> Reservation:
+        """Room in the container's memory budget for a file job's peak, before any work (may wait)."""
         return await self.budget.reserve(nbytes, what, FILE_WAYS_OUT)
 
     def release_after_response(self, reservation: Reservation, entry_bytes: int = 0) -> None:
@@ -148,7 +146,8 @@ class EmbeddingService:
         with batcher.arriving():
             request = validate_request(request, self.limits, self.embedder.model_profile)
         parts = estimate(request.shape)
-        reservation = await self.reserve(sum(parts.values()), request.shape)
+        reservation = await self.budget.reserve(sum(parts.values()), describe(request.shape),
+                                                ways_out(request.shape, parts))
         try:
             response, metrics = await self._embed(request, batcher, started, reservation)
         except BaseException:
