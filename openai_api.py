@@ -1,4 +1,5 @@
-"""The OpenAI-compatible face: `POST /v1/embeddings`, `POST /rerank`, `GET /v1/models`, `GET /health`.
+"""The OpenAI-compatible face: `POST /v1/embeddings`, `POST /rerank`, `GET /v1/models`, `GET /health`; and the
+routes of the servers self-hosters already run (TEI, Cohere v2, Infinity: peer_api.py), and `GET /metrics`.
 
     python -m openai_api --host 0.0.0.0 --port 8000
 
@@ -6,7 +7,7 @@ For self-hosters whose tools speak OpenAI's embeddings API (the `openai` SDKs, L
 databases' "OpenAI" vectorizers). Like predict.py it is declarations around `EmbeddingService.run`: the
 engine is built by `e5.startup.load_service` (the same weights, `E5_*` settings and refusals as the Cog face),
 and every request goes through the same validation, formatting, batching and encoding. What is here is the
-HTTP shape: OpenAI's request and response bodies, its error object, bearer auth, a body-size gate, a bound on
+HTTP shape: each API's request and response bodies and error object, bearer auth, a body-size gate, a bound on
 requests in flight, and cancelling the work of a client that went away. docs/openai.md lists every route
 and error.
 """
@@ -20,6 +21,8 @@ import hmac
 import json
 import re
 import sys
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,20 +34,29 @@ import h11
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response as HttpResponse
+from fastapi.responses import JSONResponse, Response as HttpResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+import peer_api as peer
+from api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ApiMetrics
 from e5.errors import BusyError, E5Error, InputError
 from e5.instructions import DEFAULT_TASK
 from e5.service import EmbeddingService, Response
 from e5.startup import ApiSettings, load_service
 from e5.validation import Options, Request
+from peer_api import WholeInt
 
-WORK_PATHS = {"/v1/embeddings", "/rerank", "/v1/rerank"}  # the routes that embed: bounded in flight
+EMBEDDINGS_PATHS = ("/v1/embeddings", "/embeddings")  # OpenAI's, and the same without /v1 (Infinity's clients)
+RERANK_PATHS = ("/rerank", "/v1/rerank")  # Jina's, Cohere v1's and Infinity's body, or TEI's (with `texts`)
+TEI_PATHS = {"/embed", "/", "/tokenize", "/info"}  # text-embeddings-inference's routes: its error shape
+COHERE_PATHS = {"/v2/rerank"}
+# The routes that do work when POSTed: bounded in flight, their bodies read and checked by the gate.
+WORK_PATHS = {*EMBEDDINGS_PATHS, *RERANK_PATHS, *COHERE_PATHS, "/embed", "/", "/tokenize"}
 OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # no key needed
+STYLE = "e5.style"  # the scope key that marks a /rerank body as TEI's, so its errors take TEI's shape
 NOT_MATRYOSHKA = (
     "this model was not trained to give shorter vectors (it is not Matryoshka-trained): "
     "a cut vector is not a smaller version of this one"
@@ -65,7 +77,7 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64", "int8", "binary"] = Field(
         "float", description="float and base64 as OpenAI; int8 and binary are E5's compact encodings."
     )
-    dimensions: Optional[StrictInt] = Field(
+    dimensions: Optional[WholeInt] = Field(
         None, description="Only the model's width is accepted (1024 for multilingual-e5-large-instruct; /v1/models names the model).")
     user: Optional[StrictStr] = Field(None, description="Accepted and ignored.")
     input_type: Literal["query", "document"] = Field(
@@ -97,17 +109,23 @@ class EmbeddingsResponse(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    """The rerank shape Jina, Cohere and TEI's clients share (with `documents`, as Jina and Cohere)."""
+    """The rerank body of Jina, Cohere v1 and Infinity (`documents`), or TEI's (`texts`): one of the two.
+    The answer takes the shape of the body's API."""
 
     model_config = ConfigDict(extra="forbid")
 
     query: StrictStr
-    documents: list[StrictStr]
-    top_n: Optional[StrictInt] = Field(None, ge=1, description="Keep the best top_n results.")
+    documents: Optional[list[StrictStr]] = Field(None, description="The texts to rank (Jina, Cohere v1, Infinity).")
+    texts: Optional[list[StrictStr]] = Field(None, description="The texts to rank, as TEI names them: TEI's answer.")
+    top_n: Optional[WholeInt] = Field(None, ge=1, description="Keep the best top_n results.")
     return_documents: StrictBool = Field(False, description="Add each document's text to its result.")
+    return_text: StrictBool = Field(False, description="TEI's return_documents.")
+    raw_scores: StrictBool = Field(False, description="Infinity's and TEI's; the score is a cosine either way.")
     model: Optional[StrictStr] = Field(None, description="Any name is accepted; this server has one model.")
     task: Optional[StrictStr] = Field(None, description="The query's instruction or preset name. Default web_search's.")
     truncate: StrictBool = Field(True, description="Cut texts past 512 tokens; false: such a text is a 400.")
+    truncation_direction: Optional[Literal["left", "right", "Left", "Right"]] = Field(
+        None, description="TEI's; only right: a text's first 512 tokens are kept.")
 
 
 class RerankDocument(BaseModel):
@@ -121,6 +139,9 @@ class RerankResult(BaseModel):
 
 
 class RerankResponse(BaseModel):
+    object: Literal["rerank"]
+    id: str
+    created: int
     model: str
     results: list[RerankResult]
     usage: Usage
@@ -166,9 +187,13 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 429, 500, 503)}
+STATUSES = (400, 401, 408, 413, 422, 429, 500, 503)
+ERRORS = {status: {"model": ErrorResponse} for status in STATUSES}
+TEI_ERRORS = {status: {"model": peer.TeiError} for status in STATUSES}
+COHERE_ERRORS = {status: {"model": peer.CohereError} for status in STATUSES}
+RERANK_ERRORS = {status: {"model": Union[ErrorResponse, peer.TeiError]} for status in STATUSES}
 
-# --- errors in OpenAI's shape ---------------------------------------------------------------------------
+# --- errors, in the shape of the API a route belongs to ---------------------------------------------------
 
 
 class ApiError(Exception):
@@ -178,9 +203,32 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers
 
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+    def response(self, style: str = "openai") -> JSONResponse:
+        return JSONResponse(self.body(style), status_code=self.status, headers=self.headers)
+
+    def body(self, style: str) -> dict:
+        """OpenAI's error object; TEI's `{error, error_type}`; Cohere's `{message}`: what each client parses."""
+        if style == "tei":
+            return {"error": self.message, "error_type": self.tei_type()}
+        if style == "cohere":
+            return {"message": self.message}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def tei_type(self) -> str:
+        if self.status == 429 or self.code in ("memory_busy", "model_loading"):
+            return "Overloaded"
+        if self.status == 503:
+            return "Unhealthy"
+        return "Backend" if self.status >= 500 else "Validation"
+
+
+def style_of(scope) -> str:
+    """Whose error shape a request gets: its route's API (a /rerank body with `texts` is TEI's)."""
+    if scope["path"] in TEI_PATHS:
+        return "tei"
+    if scope["path"] in COHERE_PATHS:
+        return "cohere"
+    return scope.get(STYLE, "openai")
 
 
 def renamed(message: str, names: dict[str, str]) -> str:
@@ -234,13 +282,14 @@ def unknown_field(field: str) -> ApiError:
                     param=field, code="unknown_field")
 
 
-def token_ids_refused() -> ApiError:
+def token_ids_refused(name: str = "input") -> ApiError:
+    hint = (" LangChain's OpenAIEmbeddings sends them unless you set check_embedding_ctx_length=False."
+            if name == "input" else "")
     return ApiError(
         400,
-        "`input` holds token ids; this server embeds text only (ids from OpenAI's tokenizer mean nothing to "
-        "this model's vocabulary). LangChain's OpenAIEmbeddings sends them unless you set "
-        "check_embedding_ctx_length=False.",
-        param="input", code="token_ids_not_supported",
+        f"`{name}` holds token ids; this server embeds text only (ids from another tokenizer mean nothing to "
+        f"this model's vocabulary).{hint}",
+        param=name, code="token_ids_not_supported",
     )
 
 
@@ -258,9 +307,14 @@ SCALAR = json.JSONDecoder().scan_once  # one JSON value at a position; used only
 CHECKED_ITEMS = 3  # wrong items named in one refusal; the walk stops there
 
 
+TEXT_LISTS = ("input", "inputs", "documents", "texts")  # fields that hold texts, walked item by item
+ID_LISTS = ("input", "inputs")  # fields whose clients may send token ids (OpenAI's, TEI's)
+OBJECTS = {"parameters": peer.TeiOptions, "relevant_spans": peer.CohereSpans}  # fields that take an object
+
+
 @dataclass(frozen=True)
 class BodyShape:
-    """A route's body as the walk sees it: the model's fields, the field that may hold token ids, and the
+    """A route's body as the walk sees it: the model's fields, which of them hold texts or objects, and the
     engine's limits, past which the request is refused anyway (so the walk stops there too)."""
 
     model: type[BaseModel]
@@ -269,7 +323,15 @@ class BodyShape:
 
     @property
     def text_lists(self) -> tuple[str, ...]:
-        return tuple(name for name in ("input", "documents") if name in self.model.model_fields)
+        return tuple(name for name in TEXT_LISTS if name in self.model.model_fields)
+
+    @property
+    def text_objects(self) -> bool:
+        """A text may come as `{"text": ...}` (Cohere's documents)."""
+        return self.model is peer.CohereRerankRequest
+
+    def within(self, model: type[BaseModel]) -> "BodyShape":
+        return BodyShape(model, self.max_texts, self.max_chars)
 
 
 def read_json(raw: bytearray, shape: BodyShape) -> dict | ApiError:
@@ -308,28 +370,37 @@ def walk_body(text: str, shape: BodyShape) -> dict | ApiError:
             end_of_body(text, scalar(text, i)[1], {})  # a syntax error first, as json.loads would say
         return ApiError(422, "the body must be a JSON object: Input should be a valid dictionary or object to "
                              "extract fields from", code="model_attributes_type")
+    body, i = walk_object(text, i, shape)
+    return body if isinstance(body, ApiError) else end_of_body(text, i, body)
+
+
+def walk_object(text: str, i: int, shape: BodyShape) -> tuple[dict | ApiError, int]:
+    """The object at `i` (its `{`) of the model's fields, and the position after it. Only the fields in
+    OBJECTS take an object, itself walked the same way; no other field takes a list or an object."""
     body, i = {}, skip(text, i + 1)
     if text.startswith("}", i):
-        return end_of_body(text, i + 1, body)
+        return body, i + 1
     while True:
         if not text.startswith('"', i):
             raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
         field, i = scanstring(text, i + 1)
         if field not in shape.model.model_fields:
-            return unknown_field(field)
+            return unknown_field(field), i
         i = expect(text, skip(text, i), ":", "Expecting ':' delimiter")
         if field in shape.text_lists and text.startswith("[", i):
             value, i = text_list(text, i, field, shape)
-        elif text.startswith(("[", "{"), i):  # no other field takes a list or an object: never build one
-            return stand_in_error(shape.model, field, [] if text.startswith("[", i) else {})
+        elif field in OBJECTS and field in shape.model.model_fields and text.startswith("{", i):
+            value, i = walk_object(text, i, shape.within(OBJECTS[field]))
+        elif text.startswith(("[", "{"), i):  # never build a list or an object where a scalar belongs
+            return stand_in_error(shape.model, field, [] if text.startswith("[", i) else {}), i
         else:
             value, i = scalar(text, i)
         if isinstance(value, ApiError):
-            return value
+            return value, i
         body[field] = value
         i = skip(text, i)
         if text.startswith("}", i):
-            return end_of_body(text, i + 1, body)
+            return body, i + 1
         i = expect(text, i, ",", "Expecting ',' delimiter")
 
 
@@ -359,15 +430,23 @@ def text_list(text: str, i: int, name: str, shape: BodyShape) -> tuple[list[str]
     if text.startswith("]", i):
         return texts, i + 1
     while True:
+        item = None
         if text.startswith('"', i):
             item, i = scanstring(text, i + 1)
+        elif shape.text_objects and text.startswith("{", i):  # `{"text": ...}`: its text is the item
+            document, i = walk_object(text, i, shape.within(peer.CohereDocument))
+            if isinstance(document, ApiError) or not isinstance(document.get("text"), str):
+                return ApiError(422, f"`{name}[{index}]` must be a string or an object with a string `text` (and "
+                                     "nothing else)", param=name, code="invalid_type"), i
+            item = document["text"]
+        if item is not None:
             if not wrong:  # once an item is wrong the list is refused: nothing more is kept
                 texts.append(item)
                 chars += len(item)
         else:
             kind, end = item_kind(text, i)
-            if index == 0 and name == "input" and kind in ("int", "list"):
-                return token_ids_refused(), i
+            if index == 0 and name in ID_LISTS and kind in ("int", "list"):
+                return token_ids_refused(name), i
             wrong.append((index, kind))
             if end is None or len(wrong) == CHECKED_ITEMS:
                 return wrong_items(name, wrong, stopped=True), i
@@ -433,10 +512,10 @@ def stand_in_error(model: type[BaseModel], field: str, stand_in: list | dict) ->
 # --- the OpenAI request -> the service's Request -> the OpenAI response ---------------------------------
 
 
-def texts_of(value) -> list[str] | str:
-    """`input` as texts. Token ids are refused: they come from OpenAI's tokenizer, not this model's."""
+def texts_of(value, name: str = "input") -> list[str] | str:
+    """`input` as texts. Token ids are refused: they come from another tokenizer, not this model's."""
     if isinstance(value, list) and value and not isinstance(value[0], str):
-        raise token_ids_refused()
+        raise token_ids_refused(name)
     return value
 
 
@@ -473,7 +552,8 @@ def rerank_body(response: Response, documents: list[str], return_documents: bool
         if return_documents:
             result["document"] = {"text": documents[index]}
         results.append(result)
-    return {"model": response.model, "results": results, "usage": response.usage}
+    return {"object": "rerank", "id": f"rerank-{uuid.uuid4().hex}", "created": int(time.time()),
+            "model": response.model, "results": results, "usage": response.usage}
 
 
 def as_list(value) -> list:
@@ -527,6 +607,7 @@ class State:
         self.in_flight = 0
         self.body_bytes = 0
         self.parsing = asyncio.Lock()
+        self.metrics = ApiMetrics(lambda: self.in_flight, lambda: self.service and self.service.budget.snapshot())
 
     def ready_service(self) -> EmbeddingService:
         refusal = self.unready()
@@ -592,6 +673,22 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.handle(scope, receive, sending)
+        finally:  # every answer is counted: refusals by the code `answer` or a route's handler left in the scope
+            metrics = self.state.metrics
+            metrics.answered(route_label(scope), status[0], time.perf_counter() - started)
+            if status[0] >= 400:
+                metrics.refused(scope.get(CODE) or f"http_{status[0]}")
+
+    async def handle(self, scope, receive, send):
         work = scope["method"] == "POST" and scope["path"] in WORK_PATHS
         refusal = self.refusal(scope)
         if refusal is None and work:
@@ -619,6 +716,8 @@ class Gate:
                 parsed = await self.parse(received, body_shape(scope["path"], self.state.service))
                 if isinstance(parsed, ApiError):
                     return await answer(parsed, scope, receive, send)
+                if scope["path"] in RERANK_PATHS and "texts" in parsed:  # TEI's rerank: TEI's errors
+                    scope[STYLE] = "tei"
                 scope[PARSED] = parsed
             else:  # no body, or not JSON: FastAPI refuses it with one error; it gets the bytes as they came
                 body = bytes(received.data)
@@ -687,9 +786,25 @@ def is_json(scope) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
+BODIES = {
+    **{path: EmbeddingsRequest for path in EMBEDDINGS_PATHS}, **{path: RerankRequest for path in RERANK_PATHS},
+    "/v2/rerank": peer.CohereRerankRequest, "/embed": peer.TeiEmbedRequest, "/": peer.TeiPredictRequest,
+    "/tokenize": peer.TeiTokenizeRequest,
+}
+ROUTES = {*WORK_PATHS, "/v1/models", "/models", "/health", "/info", "/metrics"}  # /metrics' route labels
+CODE = "e5.code"  # the scope key where an error's code is left for /metrics
+
+
 def body_shape(path: str, service: EmbeddingService) -> BodyShape:
-    model = EmbeddingsRequest if path == "/v1/embeddings" else RerankRequest
-    return BodyShape(model, service.limits.max_texts, service.limits.max_chars_per_request)
+    return BodyShape(BODIES[path], service.limits.max_texts, service.limits.max_chars_per_request)
+
+
+def route_label(scope) -> str:
+    """The route a request is counted under: its path where that is a route, so unknown paths stay one label."""
+    path = scope["path"]
+    if path in ROUTES:
+        return path
+    return "/v1/models/{id}" if path.startswith(("/v1/models/", "/models/")) else "other"
 
 
 def replay(body: bytes, receive):
@@ -708,7 +823,8 @@ def replay(body: bytes, receive):
 
 
 async def answer(err: ApiError, scope, receive, send, close: bool = False) -> None:
-    response = err.response()
+    scope[CODE] = err.code
+    response = err.response(style_of(scope))
     if close:  # the body was not read whole: closing is the only way not to read the rest of it
         response.headers["connection"] = "close"
     await response(scope, receive, send)
@@ -815,7 +931,9 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
 
     async def load_in_background():
         try:
-            state.service = await asyncio.to_thread(load)
+            service = await asyncio.to_thread(load)
+            service.on_forward = state.metrics.forward  # before its first request makes the batcher
+            state.service = service
         except Exception as err:
             state.failure = f"{type(err).__name__}: {err}"
             print(f"e5: setup failed: {state.failure}", file=sys.stderr, flush=True)
@@ -838,36 +956,48 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
     app.router.route_class = ParsedBodyRoute  # routes take the body the gate parsed
     app.add_middleware(Gate, settings=settings, state=state)
 
-    def handler(to_response: Callable[[Exception], HttpResponse]):
+    def handler(to_error: Callable[[Exception], ApiError | HttpResponse]):
         async def handle(request: HttpRequest, exc: Exception) -> HttpResponse:
             # Cut the exception's links before it is answered: the framework raises some exceptions from a
             # frame that also holds them (FastAPI's request handler keeps its RequestValidationError in a local),
             # and exception -> traceback -> frame -> exception is a cycle that only the garbage collector
             # breaks, keeping the frames' bodies and texts alive until it runs.
-            response = to_response(exc)
+            err = to_error(exc)
             forget(exc)
-            return response
+            if isinstance(err, HttpResponse):
+                return err
+            request.scope[CODE] = err.code
+            return err.response(style_of(request.scope))
 
         return handle
 
-    app.add_exception_handler(ApiError, handler(lambda err: err.response()))
-    app.add_exception_handler(RequestValidationError, handler(lambda exc: validation_error(exc).response()))
-    app.add_exception_handler(HTTPException, handler(lambda exc: http_error(exc, settings).response()))
+    app.add_exception_handler(ApiError, handler(lambda err: err))
+    app.add_exception_handler(RequestValidationError, handler(validation_error))
+    app.add_exception_handler(HTTPException, handler(lambda exc: http_error(exc, settings)))
     app.add_exception_handler(ClientGone, handler(lambda exc: HttpResponse(status_code=499)))
     app.add_exception_handler(Exception, handler(
-        lambda exc: ApiError(500, f"internal error: {type(exc).__name__}", type="server_error").response()))
+        lambda exc: ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")))
 
     async def run(http: HttpRequest, request: Request, names: dict[str, str]) -> Response:
         service = state.ready_service()
         try:
-            response, _ = await unless_disconnected(http, service.run(request))
+            response, metrics = await unless_disconnected(http, service.run(request))
         except InputError as err:
             raise input_error(err, names) from None
         except E5Error as err:
             raise engine_failure(err) from None
+        state.metrics.served(metrics)
         return response
 
-    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS)
+    async def rank(http: HttpRequest, request: Request, names: dict[str, str]) -> Response:
+        return await run(http, request, {"texts": "query", "top_k": "top_n", **names})
+
+    def refused(err: InputError, names: dict[str, str]) -> ApiError:
+        """A shape's own refusal (peer_api.py), before any work, named as the request names its fields."""
+        return input_error(err, names)
+
+    # --- OpenAI's routes, with and without /v1 ---
+
     async def embeddings(body: EmbeddingsRequest, http: HttpRequest):
         """Vectors for `input`, in its order. With only `input`, each text is a query with web_search's instruction."""
         service = state.ready_service()
@@ -877,17 +1007,34 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         response = await run(http, Request(texts=texts_of(body.input), options=options), {"texts": "input"})
         return json_response(embeddings_body(response))
 
-    async def rerank(body: RerankRequest, http: HttpRequest):
-        """`documents` ranked against `query` by cosine of their E5 vectors (a bi-encoder), best first."""
-        task = DEFAULT_TASK if body.task is None else body.task
-        options = Options(task, "query", True, body.truncate, "float")
-        request = Request(texts=[body.query], documents=body.documents, top_k=body.top_n, options=options,
-                          include_vectors=False)  # only the ranking is answered: no vectors encoded or held
-        response = await run(http, request, {"texts": "query", "top_k": "top_n"})
-        return json_response(rerank_body(response, body.documents, body.return_documents))
+    for path in EMBEDDINGS_PATHS:
+        app.post(path, response_model=EmbeddingsResponse, responses=ERRORS,
+                 operation_id=operation(path, "embeddings"))(embeddings)
 
-    for path in ("/rerank", "/v1/rerank"):
-        app.post(path, response_model=RerankResponse, responses=ERRORS, operation_id=f"rerank_{path.strip('/').replace('/', '_')}")(rerank)
+    async def rerank(body: RerankRequest, http: HttpRequest):
+        """`documents` ranked against `query` by cosine of their E5 vectors (a bi-encoder), best first. With
+        `texts` instead of `documents`, TEI's request and answer."""
+        if (body.documents is None) == (body.texts is None):
+            raise ApiError(422, "give `documents` (Jina, Cohere v1, Infinity) or `texts` (TEI), one of the two",
+                           param="documents", code="missing_documents")
+        tei = body.texts is not None
+        documents = body.texts if tei else body.documents
+        try:
+            peer.check_right_truncation(body.truncation_direction)
+        except InputError as err:
+            raise refused(err, {}) from None
+        task = DEFAULT_TASK if body.task is None else body.task
+        request = Request(texts=[body.query], documents=documents, top_k=body.top_n, include_vectors=False,
+                          options=Options(task, "query", True, body.truncate, "float"))
+        response = await rank(http, request, {"documents": "texts"} if tei else {})
+        if tei:
+            return json_response(peer.tei_rerank_body(ranked(response), documents,
+                                                      body.return_text or body.return_documents))
+        return json_response(rerank_body(response, documents, body.return_documents))
+
+    for path in RERANK_PATHS:
+        app.post(path, response_model=Union[RerankResponse, list[peer.TeiRerankResult]], responses=RERANK_ERRORS,
+                 operation_id=operation(path, "rerank"))(rerank)
 
     def loaded_model() -> str:
         """The model that answers; until it has loaded, the 503 the work routes give (loading, or why not)."""
@@ -896,18 +1043,81 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
             raise state.unready()
         return name
 
-    @app.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401], 503: ERRORS[503]})
     async def models():
         return {"object": "list", "data": [model_card(loaded_model())]}
 
-    @app.get("/v1/models/{model_id:path}", response_model=ModelCard,
-             responses={401: ERRORS[401], 404: ERRORS[400], 503: ERRORS[503]})
     async def model(model_id: str):
         name = loaded_model()
         if model_id != name:
             raise ApiError(404, f"no model `{model_id}` here; this server has {name}", param="model",
                            code="model_not_found")
         return model_card(name)
+
+    for prefix in ("/v1", ""):
+        app.get(prefix + "/models", response_model=ModelList, responses={401: ERRORS[401], 503: ERRORS[503]},
+                operation_id=operation(prefix + "/models", "models"))(models)
+        app.get(prefix + "/models/{model_id:path}", response_model=ModelCard,
+                responses={401: ERRORS[401], 404: ERRORS[400], 503: ERRORS[503]},
+                operation_id=operation(prefix + "/models/id", "model"))(model)
+
+    # --- text-embeddings-inference's routes ---
+
+    async def tei_embed(body: peer.TeiEmbedRequest, http: HttpRequest):
+        """TEI's /embed: one list of floats per text. `prompt_name` chooses the role (GET /info lists them)."""
+        service = state.ready_service()
+        try:
+            request = peer.tei_embed_request(body, texts_of(body.inputs, "inputs"), service.embedder.dimensions)
+        except InputError as err:
+            raise refused(err, {}) from None
+        return json_response(peer.tei_embed_body(await run(http, request, {"texts": "inputs"})))
+
+    app.post("/embed", response_model=list[list[float]], responses=TEI_ERRORS, operation_id="tei_embed")(tei_embed)
+
+    @app.post("/", response_model=list[list[float]], responses=TEI_ERRORS, operation_id="tei_predict")
+    async def tei_predict(body: peer.TeiPredictRequest, http: HttpRequest):
+        """What huggingface_hub's `InferenceClient(base_url).feature_extraction` posts: TEI's /embed, its options
+        also under `parameters`."""
+        return await tei_embed(peer.merged(body), http)
+
+    @app.post("/tokenize", response_model=list[list[peer.TeiToken]], responses=TEI_ERRORS, operation_id="tei_tokenize")
+    async def tei_tokenize(body: peer.TeiTokenizeRequest):
+        """Each text's tokens as the model reads it (the instruction on a query), uncut."""
+        service = state.ready_service()
+        try:
+            if not body.add_special_tokens:
+                raise InputError("`add_special_tokens` must be true: the model always reads <s> and </s>",
+                                 "invalid_choice")
+            options = peer.prompt_options(body.prompt_name, True, True)
+            tokenized = await asyncio.to_thread(service.tokenize, body.inputs, options)
+        except InputError as err:
+            raise refused(err, {"texts": "inputs"}) from None
+        return json_response([peer.tei_tokens(t.text, t.ids, t.spans, t.special, t.pieces) for t in tokenized])
+
+    @app.get("/info", response_model=peer.TeiInfo, responses={401: TEI_ERRORS[401], 503: TEI_ERRORS[503]})
+    async def tei_info():
+        """TEI's /info: the model, its limits and the prompt names (`prompt_name`) with what each puts first."""
+        service = state.ready_service()
+        embedder, limits = service.embedder, service.limits
+        dtype = str(embedder.profile.dtype).removeprefix("torch.")
+        return peer.tei_info(embedder.model_profile, dtype, embedder.max_tokens, embedder.profile.token_budget,
+                             settings.max_requests, limits.max_texts, app.version)
+
+    # --- Cohere's v2 rerank ---
+
+    @app.post("/v2/rerank", response_model=peer.CohereRerankResponse, responses=COHERE_ERRORS,
+              operation_id="cohere_rerank")
+    async def cohere_rerank(body: peer.CohereRerankRequest, http: HttpRequest):
+        """Cohere v2's rerank (`ClientV2.rerank`): documents as texts or `{text}` objects, `max_tokens_per_doc`."""
+        documents = peer.cohere_documents(body)
+        try:
+            request = peer.cohere_rerank_request(body, documents)
+        except InputError as err:
+            raise refused(err, {}) from None
+        response = await rank(http, request, {"document_tokens": "max_tokens_per_doc"})
+        return json_response(peer.cohere_rerank_body(ranked(response), documents, body.return_documents,
+                                                     response.usage["total_tokens"]))
+
+    # --- the server itself ---
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health():
@@ -917,7 +1127,18 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
                 "memory": None if state.service is None else state.service.budget.snapshot()}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: ERRORS[401]},
+             operation_id="metrics")
+    async def metrics():
+        """Prometheus' text format: requests, texts, tokens, refusals, latency, queue wait, forwards, in flight."""
+        return HttpResponse(state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
     return app
+
+
+def operation(path: str, name: str) -> str:
+    """A unique OpenAPI operation id for a route served at several paths."""
+    return name + ("_v1" if path.startswith("/v1") else "")
 
 
 def forget(exc: BaseException) -> None:

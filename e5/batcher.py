@@ -63,6 +63,13 @@ class Job:
     forward_seconds: float = 0.0
     peers: int = 1  # most requests that shared one forward with this one
     forward_rows: list[int] = field(default_factory=list)  # rows of each forward that carried this job
+    queued_at: float = field(default_factory=time.perf_counter)
+    first_forward_at: float | None = None  # when a forward first carried this job's texts
+
+    @property
+    def queue_wait_s(self) -> float:
+        """Queued until a forward first carried it: the wait other requests' work caused."""
+        return 0.0 if self.first_forward_at is None else self.first_forward_at - self.queued_at
 
     @property
     def rows_per_forward(self) -> float:
@@ -99,11 +106,13 @@ class Batcher:
         round_tokens: int | None = None,
         idle_trim_s: float = IDLE_TRIM_S,
         on_idle: Callable[[], None] = return_freed_memory,
+        on_forward: Callable[[int, int, float], None] | None = None,
     ):
         self.embedder = embedder
         self.max_wait_s = max_wait_s
         self.idle_trim_s = idle_trim_s
         self.on_idle = on_idle  # run on the forward thread once the batcher has idled for idle_trim_s
+        self.on_forward = on_forward  # (texts, tokens, seconds) of each forward that answered, for /metrics
         # A round holds about one forward's worth of real tokens: what a newly queued request waits for.
         self.round_tokens = round_tokens or embedder.profile.token_budget
         self.stats = BatcherStats()
@@ -315,6 +324,10 @@ class Batcher:
             live = [items[i] for i in batch if not items[i][0].future.done()]
             if not live:
                 continue
+            now = time.perf_counter()
+            for job, _ in live:
+                if job.first_forward_at is None:
+                    job.first_forward_at = now
             try:
                 vectors, seconds = await self._forward(live)
             except Exception as err:
@@ -363,6 +376,8 @@ class Batcher:
             positions.append(position)
         self.stats.forwards += 1
         self.stats.rows += len(items)
+        if self.on_forward is not None:
+            self.on_forward(len(items), sum(len(job.sequences[row]) for job, row in items), seconds)
         if len(jobs) > 1:
             self.stats.merged_forwards += 1
         for job, (rows, positions) in jobs.items():

@@ -37,6 +37,17 @@ class Encoded:
         return sum(self.token_counts)
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """One text as the tokenizer splits it: ids, each token's (start, stop) characters, marker or not, piece."""
+
+    text: str
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    special: list[bool]
+    pieces: list[str]
+
+
 class Embedder:
     def __init__(self, tokenizer, model, profile: m.DeviceProfile, model_profile: ModelProfile | None = None):
         """`model_profile`: which E5 model this is (its name, width and input recipe); default: recognised
@@ -65,8 +76,10 @@ class Embedder:
 
     # --- tokenize --------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: list[str], truncate: bool = True, name: str = "texts", offset: int = 0) -> Encoded:
-        """One batch call to the fast tokenizer, then right-truncation to the model's limit.
+    def tokenize(self, texts: list[str], truncate: bool = True, name: str = "texts", offset: int = 0,
+                 cut_at: int | None = None) -> Encoded:
+        """One batch call to the fast tokenizer, then right-truncation to the model's limit (or to `cut_at`
+        tokens, markers included, where a caller asks for less: Cohere's `max_tokens_per_doc`).
 
         Cutting the full encoding to `limit - 1` tokens and closing it with </s> gives exactly what
         `tokenizer(..., truncation=True, max_length=512)` gives, and also the full count for the error below.
@@ -81,8 +94,20 @@ class Embedder:
                         f"(set `truncate` to true to embed its first {limit})",
                         "too_many_tokens",
                     )
-        ids = [s if len(s) <= limit else s[: limit - 1] + [self.eos_id] for s in full]
-        return Encoded(ids=ids, token_counts=[len(s) for s in ids], truncated=[len(s) > limit for s in full])
+        cut = limit if cut_at is None else max(2, min(cut_at, limit))
+        ids = [s if len(s) <= cut else s[: cut - 1] + [self.eos_id] for s in full]
+        return Encoded(ids=ids, token_counts=[len(s) for s in ids], truncated=[len(s) > cut for s in full])
+
+    def tokens(self, texts: list[str]) -> list["Tokens"]:
+        """Each (formatted) text's whole tokenization, with every token's piece, span and whether it is a
+        marker: what a user inspects to see what the model reads and where a cut falls. No truncation."""
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
+                             return_offsets_mapping=True, return_special_tokens_mask=True)
+        return [
+            Tokens(text, ids, [tuple(span) for span in spans], [bool(m) for m in mask],
+                   self.tokenizer.convert_ids_to_tokens(ids))
+            for text, ids, spans, mask in zip(texts, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"])
+        ]
 
     # --- forward ---------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ classification) the evaluation put the instruction on *every* text: embed both s
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -58,6 +59,26 @@ def resolve_task(task: str) -> str:
     """A preset name becomes its instruction; anything else is a custom instruction, kept as written."""
     preset = PRESETS.get(task.strip())
     return preset.instruction if preset else task
+
+
+def near_miss(task: str) -> str | None:
+    """The preset a task was probably meant to name, or None.
+
+    A task is an instruction (a sentence) or a preset's name. One word that is not a preset but reads like one
+    (`websearch`, `WEB_SEARCH`, `web-serach`) would otherwise be sent to the model as the instruction itself,
+    silently. Anything with a space in it, and any word far from every preset name, is an instruction.
+    """
+    word = task.strip()
+    if word in PRESETS or any(c.isspace() for c in word):
+        return None
+    folded = word.lower().replace("-", "_")
+    if folded in PRESETS:
+        return folded
+    squashed = {name.replace("_", ""): name for name in PRESETS}
+    if folded.replace("_", "") in squashed:
+        return squashed[folded.replace("_", "")]
+    close = difflib.get_close_matches(folded, PRESETS, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def format_query(task: str, text: str) -> str:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +21,16 @@ from .batcher import Batcher, Job
 from .budget import MemoryBudget, Reservation, response_tail_s
 from .bulk import ResultFile, remove_leftovers
 from .encodings import output_array, vector_fields
-from .engine import Embedder, Encoded
+from .engine import Embedder, Encoded, Tokens
 from .errors import EngineError, InputError
 from .files import TextsFile, open_texts_file, read_chunks
-from .instructions import format_texts
+from .instructions import check_task, format_texts
 from .memory import return_freed_memory
 from .memory_model import MB, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
 from .ranking import cosine_scores, ranking, round_scores
 from .shards import SHARD_BYTES, ShardWriter, rows_per_shard
-from .validation import (Limits, Options, Request, check_file_result, tokenized_chars, validate_file_request,
-                         validate_request)
+from .validation import (Limits, Options, Request, check_file_result, check_request_chars, tokenized_chars,
+                         validate_file_request, validate_options, validate_request, validate_texts)
 
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
 TOKENIZE_IN_THREAD_CHARS = 50_000
@@ -65,10 +65,12 @@ class Response:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def prepare(embedder: Embedder, texts: list[str], options: Options, name: str = "texts", offset: int = 0) -> Encoded:
-    """Validated texts -> the token ids the model sees, written by the loaded model's recipe, cut at its limit."""
+def prepare(embedder: Embedder, texts: list[str], options: Options, name: str = "texts", offset: int = 0,
+            cut_at: int | None = None) -> Encoded:
+    """Validated texts -> the token ids the model sees, written by the loaded model's recipe, cut at its limit
+    (or at `cut_at` tokens)."""
     formatted = format_texts(texts, options.input_type, options.task, embedder.model_profile)
-    return embedder.tokenize(formatted, options.truncate, name, offset)
+    return embedder.tokenize(formatted, options.truncate, name, offset, cut_at)
 
 
 def usage(*encoded: Encoded | None) -> dict:
@@ -87,6 +89,7 @@ class EmbeddingService:
         self._batcher: Batcher | None = None
         self._last_sweep = -math.inf  # the first idle sweeps at once
         self._files_in_use: set[Path] = set()  # the `texts_file` of each bulk job running: never swept
+        self.on_forward: Callable[[int, int, float], None] | None = None  # each forward's texts, tokens, seconds
 
     def tidy_up(self) -> None:
         """When the batcher idles: freed memory back to the OS, and the files Cog left if a sweep is due."""
@@ -113,7 +116,8 @@ class EmbeddingService:
         if self._batcher is None or self._batcher.loop is not loop:
             if self._batcher is not None:
                 self._batcher.close()
-            self._batcher = Batcher(self.embedder, max_wait_s=self.max_wait_s, on_idle=self.tidy_up)
+            self._batcher = Batcher(self.embedder, max_wait_s=self.max_wait_s, on_idle=self.tidy_up,
+                                    on_forward=self.on_forward)
         return self._batcher
 
     def healthy(self) -> bool:
@@ -130,6 +134,17 @@ class EmbeddingService:
             raise
         finally:
             self.sweep_if_due()
+
+    def tokenize(self, texts: object, options: Options) -> list[Tokens]:
+        """Each text as the model reads it (TEI's /tokenize): checked and written as `run` writes it (the
+        instruction on a query), then all its tokens with their spans in the written text, uncut. Synchronous:
+        the caller runs it off the event loop."""
+        texts = validate_texts(texts, self.limits)
+        options = validate_options(options, self.limits)
+        model = self.embedder.model_profile
+        check_task(options.task, options.input_type, model)
+        check_request_chars(texts, None, options, self.limits, model)
+        return self.embedder.tokens(format_texts(texts, options.input_type, options.task, model))
 
     async def reserve(self, nbytes: int, what: str) -> Reservation:
         """Room in the container's memory budget for a file job's peak, before any work (may wait)."""
@@ -163,7 +178,8 @@ class EmbeddingService:
             queries = await self._prepare(request.texts, options, "texts")
             docs = None
             if request.documents is not None:  # embedded raw, as the model card embeds passages
-                docs = await self._prepare(request.documents, as_documents(options), "documents")
+                cut_at = None if request.document_tokens is None else request.document_tokens + 2  # <s> .. </s>
+                docs = await self._prepare(request.documents, as_documents(options), "documents", cut_at)
         tokenized = time.perf_counter()
 
         sequences = queries.ids + (docs.ids if docs else [])
@@ -197,6 +213,7 @@ class EmbeddingService:
             texts_per_forward=job.rows_per_forward,
             **self.memory_metrics(reservation),
             tokenize=tokenized - started - reservation.waited_s,
+            queue_wait=job.queue_wait_s,
             queue_and_forward=embedded - tokenized,
             forward=job.forward_seconds,
             encode=time.perf_counter() - embedded,
@@ -389,10 +406,10 @@ class EmbeddingService:
         return {"memory_reserved_mb": round(reservation.nbytes / MB, 1),
                 "memory_in_use_mb": round(reservation.in_use_at_grant / MB, 1), "memory_wait": reservation.waited_s}
 
-    async def _prepare(self, texts: list[str], options: Options, name: str) -> Encoded:
+    async def _prepare(self, texts: list[str], options: Options, name: str, cut_at: int | None = None) -> Encoded:
         if tokenized_chars(texts, options, self.embedder.model_profile) > TOKENIZE_IN_THREAD_CHARS:
-            return await asyncio.to_thread(prepare, self.embedder, texts, options, name)
-        return prepare(self.embedder, texts, options, name)
+            return await asyncio.to_thread(prepare, self.embedder, texts, options, name, 0, cut_at)
+        return prepare(self.embedder, texts, options, name, 0, cut_at)
 
 
 PROGRESS_S = 5.0  # a bulk job logs its progress this often (Replicate shows a prediction's log live)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .instructions import INPUT_TYPES, PRESETS, check_task, resolve_task
+from .instructions import INPUT_TYPES, PRESETS, check_task, near_miss, resolve_task
 from .memory_model import MB, Shape, describe, estimate, file_result_bytes, ways_out
 from .profiles import LARGE_INSTRUCT, ModelProfile
 from .settings import env_number
@@ -145,6 +145,13 @@ def validate_task(value: object, limits: Limits) -> str:
             f"`task` has {len(value)} characters; the limit is {limits.max_task_chars}", "task_too_long"
         )
     _check_encodable(value, "`task`")
+    meant = near_miss(value)
+    if meant is not None:
+        raise InputError(
+            f"`task` {value.strip()!r} is not a preset name; did you mean `{meant}`? (Presets: "
+            f"{', '.join(sorted(PRESETS))}. A custom instruction is a sentence, such as {PRESETS[meant].instruction!r}.)",
+            "unknown_preset",
+        )
     return value
 
 
@@ -152,6 +159,15 @@ def validate_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"`{name}` must be true or false, got {value!r}", "invalid_type")
     return value
+
+
+def validate_whole_number(value: object, name: str, least: int, most: int | None) -> int:
+    """A whole number in [least, most]; `2.0` counts as 2 (JSON clients write whole numbers as floats)."""
+    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < least or (most is not None and number > most):
+        bound = f"at least {least}" + (f" and at most {most}" if most is not None else "")
+        raise InputError(f"`{name}` must be a whole number of {bound}, got {value!r}", "invalid_number")
+    return number
 
 
 def validate_top_k(value: object, limits: Limits | None = None) -> int | None:
@@ -195,6 +211,9 @@ class Request:
     output_file_format: object = "npy"
     options: Options = Options()
     include_vectors: bool = True  # False: only counts, scores and ranking come back (nothing encoded, less held)
+    # Each document cut to its first N tokens, plus <s> and </s> (Cohere's `max_tokens_per_doc`); None: the
+    # model's limit. Never more than the model's limit.
+    document_tokens: object = None
     shape: Shape | None = None  # set by validate_request: the counts that size its memory (memory_model.py)
 
 
@@ -232,12 +251,16 @@ def validate_request(request: Request, limits: Limits, model: ModelProfile = LAR
             )
     chars = check_request_chars(texts, documents, options, limits, model)
     top_k = validate_top_k(request.top_k, limits)
+    document_tokens = request.document_tokens
+    if document_tokens is not None:
+        document_tokens = validate_whole_number(document_tokens, "document_tokens", 1, None)
     if top_k is not None and documents is None:
         raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
     shape = Shape(len(texts), len(documents or ()), chars, options.encoding_format, top_k,
                   vectors=bool(request.include_vectors))
     check_memory(shape, limits)
-    return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options, shape=shape)
+    return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options, shape=shape,
+                               document_tokens=document_tokens)
 
 
 def validate_file_request(request: Request, limits: Limits, model: ModelProfile = LARGE_INSTRUCT) -> Request:

@@ -51,3 +51,15 @@ class OpenAIServer(ServerProcess):
 
     def wait_for_exit(self, timeout: float = 180.0) -> int:
         return self.proc.wait(timeout=timeout)
+
+
+def start_server(weights_dir, log_path, env: dict | None = None) -> OpenAIServer:
+    """A server started and ready (stopped again if it does not get ready), for a module's fixture to stop."""
+    server = OpenAIServer(weights_dir, env=env, log_path=log_path)
+    server.__enter__()
+    try:
+        server.wait_until_ready()
+    except Exception:
+        server.stop()
+        raise
+    return server

@@ -25,6 +25,7 @@ SAMPLES = [
     "bench-out/run.json", ".whl/coglet-0.23.1.whl", "gpu-out/report.json", "benchmarks/.venv/bin/python",
     "weights/model.safetensors", "weights/config.json", "weights/README.md",
     "predict.py", "e5/model.py", "cog.yaml", "requirements.txt", "scripts/serve.sh", ".cog/openapi_schema.json",
+    "openai_api.py", "peer_api.py", "api_metrics.py",
 ]
 
 

@@ -35,6 +35,26 @@ def test_tokenize_equals_the_tokenizers_own_truncation(embedder):
     assert encoded.token_counts == [len(e) for e in expected]
 
 
+def test_a_cut_at_n_tokens_equals_the_tokenizers_own_truncation_at_n(embedder):
+    """Cohere's `max_tokens_per_doc` (documents cut at N tokens plus the markers): the tokenizer's own
+    `max_length`, never past the model's limit, and a text under N is untouched."""
+    for n in (7, 40):
+        encoded = embedder.tokenize(TEXTS, cut_at=n)
+        assert encoded.ids == embedder.tokenizer(TEXTS, max_length=n, truncation=True)["input_ids"]
+        assert encoded.truncated == [len(ids) > n for ids in embedder.tokenizer(TEXTS)["input_ids"]]
+    assert embedder.tokenize(TEXTS, cut_at=10_000).ids == embedder.tokenize(TEXTS).ids
+
+
+def test_tokens_spans_point_into_the_text_and_count_what_is_embedded(embedder):
+    texts = ["two cats on a mat", "南瓜的家常做法"]
+    for text, tokens, ids in zip(texts, embedder.tokens(texts), embedder.tokenize(texts).ids):
+        assert tokens.ids == ids and tokens.special[0] and tokens.special[-1] and not any(tokens.special[1:-1])
+        spans = [span for span, special in zip(tokens.spans, tokens.special) if not special]
+        assert all(0 <= a <= b <= len(text) for a, b in spans) and [a for a, _ in spans] == sorted(a for a, _ in spans)
+        covered = {i for a, b in spans for i in range(a, b)}
+        assert covered >= {i for i, c in enumerate(text) if not c.isspace()}
+
+
 def test_cuda_shaped_batches_pad_to_8_without_changing_vectors(embedder):
     ids = embedder.tokenize(TEXTS).ids
     plain = embedder.embed(ids)

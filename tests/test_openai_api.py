@@ -28,7 +28,7 @@ from e5.errors import InputError, WeightsError
 from e5.memory_model import MB
 from e5.model import MODEL_ID
 from e5.profiles import LARGE_INSTRUCT
-from testkit.openai_server import OpenAIServer
+from testkit.openai_server import OpenAIServer, start_server
 from testkit.synthetic_checkpoint import SEED_WORDS
 
 TEXTS = ["how much protein should a female eat", "南瓜的家常做法", "der Gipfel des Berges"]
@@ -39,14 +39,7 @@ LIMITS = {"E5_API_MAX_BODY_BYTES": "20000", "E5_API_MAX_REQUESTS": "2", "E5_MAX_
 
 
 def start(checkpoint_dir, tmp_path_factory, name: str, env: dict | None = None) -> OpenAIServer:
-    server = OpenAIServer(checkpoint_dir, env=env, log_path=tmp_path_factory.mktemp(name) / "server.log")
-    server.__enter__()
-    try:
-        server.wait_until_ready()
-    except Exception:
-        server.stop()
-        raise
-    return server
+    return start_server(checkpoint_dir, tmp_path_factory.mktemp(name) / "server.log", env)
 
 
 @pytest.fixture(scope="module")
@@ -490,7 +483,9 @@ def test_every_route_conforms_to_its_own_openapi_document_and_never_answers_5xx(
     (blank texts, limits, token counts) is e5's validation, answered 400 with the input named, as tested above."""
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6  # embeddings, rerank twice, models, one model, health
+    # embeddings, rerank, models and one model, each with and without /v1; TEI's /embed, /, /tokenize and /info;
+    # Cohere's /v2/rerank; /health and /metrics
+    assert len(operations) == 15
 
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and operation.method.upper() != "POST":

@@ -123,6 +123,8 @@ def test_bare_string_is_embedded_as_one_text(embed):
         (dict(texts=["ok"], top_k=3), "`top_k` applies to `documents`"),
         (dict(texts=["ok"], documents=["d"], top_k=0), "`top_k` must be a whole number of at least 1"),
         (dict(texts=["ok"], documents=["d", ""]), "`documents[1]` is empty"),
+        (dict(texts=["ok"], task="websearch"), "`task` 'websearch' is not a preset name; did you mean `web_search`?"),
+        (dict(texts=["ok"], task="STS"), "did you mean `sts`?"),
     ],
 )
 def test_bad_input_is_a_clear_error(embed, kwargs, fragment):

@@ -15,7 +15,7 @@ import torch
 from e5.batching import best_fit, pack_rows, padding_efficiency, plan_batches, plan_cost, round_up
 from e5.encodings import TupleArray, decode_base64, encode_vectors, output_array, vector_fields
 from e5.errors import InputError, WeightsError
-from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, resolve_task
+from e5.instructions import DEFAULT_TASK, PRESETS, format_query, format_texts, near_miss, resolve_task
 from e5.model import DeviceProfile, attention_mask_for, average_pool, device_profile, pack_batch, token_limit
 from e5.ranking import cosine_scores, rank, ranking, round_scores
 from e5.validation import Limits, Options, Request, validate_options, validate_request, validate_texts
@@ -46,6 +46,28 @@ def test_required_presets_resolve_to_their_instruction(name):
 def test_unknown_task_is_a_custom_instruction():
     assert resolve_task("Given a recipe, find its cuisine") == "Given a recipe, find its cuisine"
     assert DEFAULT_TASK == PRESETS["web_search"].instruction
+
+
+@pytest.mark.parametrize("task, meant", [
+    ("websearch", "web_search"), ("WEB_SEARCH", "web_search"), ("web-serach", "web_search"), (" Web_Search ", "web_search"),
+    ("STS", "sts"), ("emotions", "emotion"), ("hotpot_qa", "hotpotqa"), ("trec-covid", "trec_covid"), ("nqq", "nq"),
+])
+def test_a_word_that_reads_like_a_preset_is_a_near_miss_naming_it(task, meant):
+    assert near_miss(task) == meant
+    with pytest.raises(InputError, match=f"did you mean `{meant}`") as refused:
+        validate_options(Options(task=task), LIMITS)
+    assert refused.value.code == "unknown_preset"
+
+
+@pytest.mark.parametrize("task", ["web_search", "nq", "Summarize", "classify", "x", DEFAULT_TASK,
+                                  "Given a claim, find documents that refute the claim", "web search"])
+def test_presets_sentences_and_words_far_from_every_preset_are_no_near_miss(task):
+    assert near_miss(task) is None
+    assert validate_options(Options(task=task), LIMITS).task == task
+
+
+def test_a_near_miss_in_a_document_request_is_not_checked_since_documents_carry_no_task():
+    assert validate_options(Options(task="websearch", input_type="document"), LIMITS).task == "websearch"
 
 
 # --- validation -----------------------------------------------------------------------------------------
