@@ -88,12 +88,18 @@ class EmbeddingsRequest(BaseModel):
     )
     truncate: StrictBool = Field(True, description="Cut texts past 512 tokens; false: such a text is a 400.")
     normalize: StrictBool = Field(True, description="L2-normalize each vector.")
+    long_texts: Literal["truncate", "mean", "windows"] = Field(
+        "truncate", description="Past 512 tokens: truncate (the first 512), mean (the token-weighted mean of "
+                                "overlapping 512-token windows: one vector per text), windows (each window's vector, "
+                                "with `index` its text and `start`/`end` the characters it covers).")
 
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"]
     index: int
     embedding: Union[list[float], str, list[int]]
+    start: Optional[int] = Field(None, description="long_texts windows: the first character of the text it covers.")
+    end: Optional[int] = Field(None, description="long_texts windows: the character after the last one it covers.")
 
 
 class Usage(BaseModel):
@@ -124,6 +130,9 @@ class RerankRequest(BaseModel):
     model: Optional[StrictStr] = Field(None, description="Any name is accepted; this server has one model.")
     task: Optional[StrictStr] = Field(None, description="The query's instruction or preset name. Default web_search's.")
     truncate: StrictBool = Field(True, description="Cut texts past 512 tokens; false: such a text is a 400.")
+    long_texts: Literal["truncate", "mean"] = Field(
+        "truncate", description="Past 512 tokens: truncate (the first 512), or mean (rank by the token-weighted "
+                                "mean of overlapping 512-token windows).")
     truncation_direction: Optional[Literal["left", "right", "Left", "Right"]] = Field(
         None, description="TEI's; only right: a text's first 512 tokens are kept.")
 
@@ -528,9 +537,12 @@ def check_dimensions(dimensions: int | None, width: int) -> None:
 def embeddings_body(response: Response) -> dict:
     # base64 vectors travel in their own field of the service's Response (the Cog schema types each field once).
     vectors = response.embeddings_base64 if response.embeddings_base64 is not None else as_list(response.embeddings)
+    data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(vectors)]
+    for item, window in zip(data, response.windows or ()):  # long_texts windows: a vector per window of a text
+        item.update(index=window["text"], start=window["start"], end=window["end"])
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(vectors)],
+        "data": data,
         "model": response.model,
         "usage": response.usage,
     }
@@ -1003,7 +1015,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         service = state.ready_service()
         check_dimensions(body.dimensions, service.embedder.dimensions)
         task = DEFAULT_TASK if body.task is None else body.task
-        options = Options(task, body.input_type, body.normalize, body.truncate, body.encoding_format)
+        options = Options(task, body.input_type, body.normalize, body.truncate, body.encoding_format, body.long_texts)
         response = await run(http, Request(texts=texts_of(body.input), options=options), {"texts": "input"})
         return json_response(embeddings_body(response))
 
@@ -1025,7 +1037,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
             raise refused(err, {}) from None
         task = DEFAULT_TASK if body.task is None else body.task
         request = Request(texts=[body.query], documents=documents, top_k=body.top_n, include_vectors=False,
-                          options=Options(task, "query", True, body.truncate, "float"))
+                          options=Options(task, "query", True, body.truncate, "float", body.long_texts))
         response = await rank(http, request, {"documents": "texts"} if tei else {})
         if tei:
             return json_response(peer.tei_rerank_body(ranked(response), documents,

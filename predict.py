@@ -31,6 +31,13 @@ class RankedDocument(BaseModel):
     score: float  # its cosine similarity to the query, rounded to 8 decimals like the vectors
 
 
+class WindowSpan(BaseModel):
+    text: int  # the text this window's vector belongs to (its index in the input)
+    start: int  # the window covers the text's characters start..end (a slice: text[start:end])
+    end: int
+    tokens: int  # tokens embedded in this window, the instruction and <s>, </s> included
+
+
 class Output(BaseModel):
     """Every field typed, so the published schema says what comes back (tests/test_output_schema.py checks
     real responses against it). Vectors and scores leave as numpy arrays (TupleArray: Cog encodes them several
@@ -51,6 +58,7 @@ class Output(BaseModel):
     scores: Optional[list[list[float]]] = None  # with documents and no top_k: [query][document] cosine
     ranking: Optional[list[list[RankedDocument]]] = None  # with documents: per query, best first, top_k long
     embeddings_file: Optional[Path] = None  # with `texts_file`: the vectors as .npy or .jsonl
+    windows: Optional[list[WindowSpan]] = None  # long_texts windows: what each vector of embeddings covers
 
 
 def _given(value):
@@ -103,6 +111,11 @@ class Predictor(BasePredictor):
             default=True,
             description="Ticked (default): cut texts longer than 512 tokens (truncated says which). Unticked: such a text fails the request with its index and token count, and nothing is embedded.",
         ),
+        long_texts: str = Input(
+            default="truncate",
+            choices=["truncate", "mean", "windows"],
+            description="What to do with a text longer than the model's 512 tokens. truncate (default): embed its first 512 tokens (see truncate). mean: embed all of it, in overlapping windows of 512 tokens, and return the average of the windows' vectors weighted by their tokens: one vector per text. windows: return each window's vector, with the part of the text it covers in windows (to index passages; not with documents or texts_file). A text that fits in 512 tokens gets the same vector in every mode.",
+        ),
         documents: Optional[list[str]] = Input(
             default=None,
             description='A JSON list of documents to rank against the texts (the queries), e.g. ["46 grams a day for women", "清炒南瓜丝"]. Default: none, no ranking; leave it out rather than sending null or an empty list. Adds ranking (per query, the documents best first with their scores), scores and document_embeddings.',
@@ -133,7 +146,8 @@ class Predictor(BasePredictor):
         ),
     ) -> Output:
         texts_file = uploads.DOWNLOADS.claim(_given(texts_file))  # before anything: no other path is read
-        options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format))
+        options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format),
+                          _given(long_texts))
         texts = form_texts(_given(texts), _given(text), texts_file, _given(documents))
         request = Request(texts, _given(documents), _given(top_k), texts_file,
                           _given(output_file_format), options, _given(include_vectors))

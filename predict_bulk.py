@@ -78,6 +78,11 @@ class Predictor(BasePredictor):
             default=True,
             description="Ticked (default): cut texts longer than 512 tokens (manifest.json lists their rows). Unticked: such a text fails the job before any embedding, naming its line.",
         ),
+        long_texts: str = Input(
+            default="truncate",
+            choices=["truncate", "mean"],
+            description="What to do with a text longer than the model's 512 tokens. truncate (default): embed its first 512 tokens (see truncate). mean: embed all of it, in overlapping windows of 512 tokens, and store the average of the windows' vectors weighted by their tokens. A text that fits in 512 tokens gets the same vector either way.",
+        ),
         output_format: str = Input(
             default="npy",
             choices=["npy", "jsonl"],
@@ -85,7 +90,8 @@ class Predictor(BasePredictor):
         ),
     ) -> Iterator[Path]:
         texts_file = uploads.DOWNLOADS.claim(_given(texts_file))  # before anything: no other path is read
-        options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), "float")
+        options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), "float",
+                          _given(long_texts))
         request = Request(texts_file=texts_file, output_file_format=_given(output_format), options=options)
         folder = JobFolder()
         shards = self.service.embed_file_shards(request, folder.path, self.shard_bytes)

@@ -53,9 +53,16 @@ def parse_case(case: str) -> dict:
             "top_k": int(top_k) if top_k else None}
 
 
+LONG_TEXT = "南瓜的家常做法很多，清炒南瓜丝是其中一种，原料是嫩南瓜半个。"  # CJK: about a token a character
+
+
 def inputs(case: dict) -> dict:
     body = {"texts": [f"query {i} about protein" for i in range(case["queries"])], "input_type": "document",
             "encoding_format": case["encoding"]}
+    if case.get("long_chars"):  # texts past 512 tokens, embedded whole (`long_texts`)
+        repeat = -(-case["long_chars"] // len(LONG_TEXT))
+        body["texts"] = [f"{i} " + (LONG_TEXT * repeat)[: case["long_chars"]] for i in range(case["queries"])]
+        body["long_texts"] = case["long_texts"]
     if case["documents"]:
         body["documents"] = [f"passage {i}: 46 grams a day" for i in range(case["documents"])]
     if case["top_k"]:

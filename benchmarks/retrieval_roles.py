@@ -15,8 +15,6 @@ is `python -m openai_api` on the trained multilingual-e5-small (testkit/convert_
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.encoding_quality import parallel_messages  # noqa: E402
+from benchmarks.records import write_record  # noqa: E402
 from testkit.doc_clients import run_python  # noqa: E402
 from testkit.topics import TOPICS  # noqa: E402
 
@@ -103,11 +102,8 @@ def main(argv=None) -> int:
     for tool, modes in figures.items():
         for mode, row in modes.items():
             print(f"| {tool} | {mode.replace('_', ' ')} | {row['recall_at_1']:.3f} | {row['mrr']:.3f} |")
-    record = {"command": "python -m benchmarks.retrieval_roles " + " ".join(argv or sys.argv[1:]), "model": model,
-              "machine": f"{platform.machine()}, {platform.python_version()}", "index_texts": 45 + args.distractors,
-              "seconds": round(time.perf_counter() - started, 1), "figures": figures}
-    if args.out:
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, "retrieval_roles", argv, started, model=model, index_texts=45 + args.distractors,
+                 figures=figures)
     return 0
 
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import torch
 
-from .engine import Embedder
+from .engine import Embedder, Encoded
 from .memory import return_freed_memory
-from .service import prepare
+from .service import prepare, text_vectors
 from .instructions import check_task
 from .validation import Limits, Options, validate_options, validate_text
 
@@ -55,17 +56,17 @@ def embed_table(embedder: Embedder, batch: pa.Table, options: Options, text_colu
                 max_chars: int = Limits.max_chars_per_text) -> pa.Table:
     """`batch` with `embedding`, `token_count` and `truncated` added, row for row. `options` are validated."""
     texts = batch.column(text_column).to_pylist()
-    ids: list[list[int]] = []
-    token_counts: list[int] = []
-    truncated: list[bool] = []
+    pieces: list[Encoded] = []
     for name, first, start, stop in places(batch, text_column):
         for i in range(start, stop):
             validate_text(texts[i], f"`{name}[{first + i - start}]`", max_chars)
-        encoded = prepare(embedder, texts[start:stop], options, name, first)
-        ids += encoded.ids
-        token_counts += encoded.token_counts
-        truncated += encoded.truncated
-    vectors = embedder.embed(ids, options.normalize)  # (N, C) float32, in batch order
+        pieces.append(prepare(embedder, texts[start:stop], options, name, first))
+    sequences = embedder.embed([ids for e in pieces for ids in e.ids], options.normalize)  # one forward plan
+    ends = np.cumsum([len(e.ids) for e in pieces])[:-1]
+    vectors = np.concatenate([text_vectors(v, e, options) for v, e in zip(np.split(sequences, ends), pieces)]) \
+        if pieces else sequences  # (N, C) float32, in batch order
+    token_counts = [n for e in pieces for n in e.token_counts]
+    truncated = [t for e in pieces for t in e.truncated]
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), embedder.dimensions)
     columns = (embedding, pa.array(token_counts, pa.int32()), pa.array(truncated, pa.bool_()))
     for name, column in zip(OUTPUT_COLUMNS, columns):
@@ -97,6 +98,9 @@ class EmbedBatch:
         limits = limits if limits is not None else Limits.from_env()
         # Checked before the weights load: a bad task or input_type fails the job at its first actor.
         self.options = validate_options(options, limits)
+        if self.options.long_texts == "windows":  # a table keeps one row per text
+            raise ValueError("long_texts windows gives several vectors per text; a batch job writes one per row: "
+                             "use mean")
         self.text_column = text_column
         self.max_chars = limits.max_chars_per_text
         if threads:  # otherwise Ray's choice: OMP threads = the actor's whole CPUs, at least 1

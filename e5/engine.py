@@ -20,6 +20,7 @@ from .batching import pack_rows, plan_batches
 from .errors import EngineError, InputError
 from .memory import reuse_freed_memory
 from .profiles import ModelProfile, by_shape
+from .windows import Window, split
 
 log = logging.getLogger("e5")
 
@@ -28,9 +29,10 @@ log = logging.getLogger("e5")
 class Encoded:
     """Validated, tokenized texts: what the batcher takes. Nothing downstream re-checks text."""
 
-    ids: list[list[int]]  # with <s> ... </s>, at most the token limit long
-    token_counts: list[int]  # tokens embedded per text (len of ids)
-    truncated: list[bool]  # True where the text had more tokens than the limit
+    ids: list[list[int]]  # the sequences, each with <s> ... </s> and at most the token limit long
+    token_counts: list[int]  # tokens embedded per text (of all its windows)
+    truncated: list[bool]  # True where the text had more tokens than the limit and was cut
+    windows: list[Window] | None = None  # with long_texts: what each sequence covers (e5/windows.py)
 
     @property
     def total_tokens(self) -> int:
@@ -77,7 +79,7 @@ class Embedder:
     # --- tokenize --------------------------------------------------------------------------------------
 
     def tokenize(self, texts: list[str], truncate: bool = True, name: str = "texts", offset: int = 0,
-                 cut_at: int | None = None) -> Encoded:
+                 cut_at: int | None = None, prefix_chars: list[int] | None = None) -> Encoded:
         """One batch call to the fast tokenizer, then right-truncation to the model's limit (or to `cut_at`
         tokens, markers included, where a caller asks for less: Cohere's `max_tokens_per_doc`).
 
@@ -86,6 +88,8 @@ class Embedder:
         """
         full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         limit = self.max_tokens
+        if prefix_chars is not None:
+            return self._windowed(texts, full, prefix_chars)
         if not truncate:
             for i, ids in enumerate(full):
                 if len(ids) > limit:
@@ -97,6 +101,24 @@ class Embedder:
         cut = limit if cut_at is None else max(2, min(cut_at, limit))
         ids = [s if len(s) <= cut else s[: cut - 1] + [self.eos_id] for s in full]
         return Encoded(ids=ids, token_counts=[len(s) for s in ids], truncated=[len(s) > cut for s in full])
+
+    def _windowed(self, texts: list[str], full: list[list[int]], prefix_chars: list[int]) -> Encoded:
+        """Every text whole, in windows of the model's limit (e5/windows.py). Only texts past the limit are
+        tokenized again, with the character offsets their windows' spans need."""
+        limit = self.max_tokens
+        long = [i for i, ids in enumerate(full) if len(ids) > limit]
+        offsets = dict(zip(long, self.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=False,
+                                                verbose=False, return_offsets_mapping=True)["offset_mapping"])) if long else {}
+        ids, windows, counts = [], [], []
+        for i, (text, encoded) in enumerate(zip(texts, full)):
+            if i in offsets:
+                pieces, covered = split(encoded, offsets[i], prefix_chars[i], limit, i)
+            else:  # fits: one window, the text's own ids, as without long_texts
+                pieces, covered = [encoded], [Window(i, 0, len(text) - prefix_chars[i], len(encoded))]
+            ids += pieces
+            windows += covered
+            counts.append(sum(len(p) for p in pieces))
+        return Encoded(ids=ids, token_counts=counts, truncated=[False] * len(texts), windows=windows)
 
     def tokens(self, texts: list[str]) -> list["Tokens"]:
         """Each (formatted) text's whole tokenization, with every token's piece, span and whether it is a

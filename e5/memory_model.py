@@ -40,6 +40,10 @@ ENGINE_PAIR_BYTES = 24
 # at most a token a character (CJK on XLM-R's vocabulary), ~175 bytes a token measured on the test tokenizer
 # (tests/test_memory_model.py).
 TOKENIZER_CHAR_BYTES = 200
+# With long_texts, texts past the limit are tokenized a second time with character offsets (a tuple a token), and
+# each window is a list of its own: a window's ids (512 ints and the list) and the prefix it repeats.
+OFFSETS_CHAR_BYTES = 120
+WINDOW_BYTES = 20_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Shape:
     top_k: int | None = None  # ranking cut to top_k per query; without it, the full `scores` matrix too
     vectors: bool = True  # the vectors are returned (a caller may leave them out)
     dimensions: int = 1024
+    windows: int = 0  # long_texts: at most this many sequences beyond one per text (e5/windows.py max_windows)
+    window_vectors: bool = False  # long_texts windows: each window's vector is returned
 
 
 def vector_bytes(encoding: str, dimensions: int) -> int:
@@ -66,12 +72,15 @@ def vector_bytes(encoding: str, dimensions: int) -> int:
 def estimate(shape: Shape) -> dict[str, int]:
     """The request's peak, in bytes, by part (parts that do not apply are 0)."""
     texts = shape.queries + shape.documents
+    returned = texts + (shape.windows if shape.window_vectors else 0)
     ranked = min(shape.top_k or shape.documents, shape.documents)
     pairs = shape.queries * shape.documents
+    windowed = shape.windows > 0
     return {
-        "tokens": shape.chars * TOKENIZER_CHAR_BYTES,
-        "engine": texts * shape.dimensions * ENGINE_VECTOR_BYTES[shape.encoding] + pairs * ENGINE_PAIR_BYTES,
-        "vectors": texts * vector_bytes(shape.encoding, shape.dimensions) if shape.vectors else 0,
+        "tokens": shape.chars * (TOKENIZER_CHAR_BYTES + (OFFSETS_CHAR_BYTES if windowed else 0)),
+        "engine": (returned * shape.dimensions * ENGINE_VECTOR_BYTES[shape.encoding] + pairs * ENGINE_PAIR_BYTES
+                   + shape.windows * (WINDOW_BYTES + 4 * shape.dimensions)),
+        "vectors": returned * vector_bytes(shape.encoding, shape.dimensions) if shape.vectors else 0,
         "scores": pairs * ELEMENT_BYTES["score"] if shape.documents and shape.top_k is None else 0,
         "ranking": shape.queries * ranked * ELEMENT_BYTES["entry"],
     }
@@ -119,8 +128,9 @@ def file_result_bytes(texts: int, output_format: str, dimensions: int = 1024) ->
     return file_bytes * 4 // 3 * DATA_URL_BYTES
 
 
-def file_chunk_bytes(texts: int, chars: int, output_format: str, dimensions: int = 1024) -> int:
+def file_chunk_bytes(texts: int, chars: int, output_format: str, dimensions: int = 1024, windows: int = 0) -> int:
     """A bulk job's working set for one chunk: its tokens, its vectors (float32 and a copy) and, for .jsonl, the
-    rows written from them."""
+    rows written from them; with long_texts, the offsets and at most `windows` more sequences and vectors."""
     row = dimensions * (ENGINE_VECTOR_BYTES["float"] + (JSONL_ROW_BYTES if output_format == "jsonl" else 0))
-    return chars * TOKENIZER_CHAR_BYTES + texts * row
+    window_bytes = chars * OFFSETS_CHAR_BYTES + windows * (WINDOW_BYTES + 4 * dimensions) if windows else 0
+    return chars * TOKENIZER_CHAR_BYTES + texts * row + window_bytes

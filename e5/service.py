@@ -29,8 +29,9 @@ from .memory import return_freed_memory
 from .memory_model import MB, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
 from .ranking import cosine_scores, ranking, round_scores
 from .shards import SHARD_BYTES, ShardWriter, rows_per_shard
-from .validation import (Limits, Options, Request, check_file_result, check_request_chars, tokenized_chars,
-                         validate_file_request, validate_options, validate_request, validate_texts)
+from .validation import (Limits, Options, Request, check_file_result, check_request_chars, extra_windows,
+                         tokenized_chars, validate_file_request, validate_options, validate_request, validate_texts)
+from .windows import pool
 
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
 TOKENIZE_IN_THREAD_CHARS = 50_000
@@ -60,6 +61,7 @@ class Response:
     scores: object = None  # with documents and no top_k: [query][document] cosine, 8 decimals
     ranking: list[list[dict]] | None = None  # with documents: per query [{"index", "score"}], best first, top_k
     embeddings_file: Path | None = None
+    windows: list[dict] | None = None  # long_texts windows: per vector {"text", "start", "end", "tokens"}
 
     def fields(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -68,9 +70,25 @@ class Response:
 def prepare(embedder: Embedder, texts: list[str], options: Options, name: str = "texts", offset: int = 0,
             cut_at: int | None = None) -> Encoded:
     """Validated texts -> the token ids the model sees, written by the loaded model's recipe, cut at its limit
-    (or at `cut_at` tokens)."""
+    (or at `cut_at` tokens); with `long_texts`, whole, in windows (e5/windows.py)."""
     formatted = format_texts(texts, options.input_type, options.task, embedder.model_profile)
+    if options.long_texts != "truncate":
+        prefixes = [len(f) - len(t) for f, t in zip(formatted, texts)]  # every recipe puts the text last
+        return embedder.tokenize(formatted, options.truncate, name, offset, prefix_chars=prefixes)
     return embedder.tokenize(formatted, options.truncate, name, offset, cut_at)
+
+
+def text_vectors(vectors: np.ndarray, encoded: Encoded, options: Options) -> np.ndarray:
+    """One vector per text from one per sequence: with `long_texts` mean, each text's windows pooled."""
+    if encoded.windows is None or options.long_texts != "mean":
+        return vectors
+    return pool(vectors, encoded.windows, len(encoded.token_counts), options.normalize)
+
+
+def window_fields(encoded: Encoded) -> list[dict]:
+    """With `long_texts` windows: what each returned vector covers (its text, the characters, its tokens)."""
+    return [{"text": w.text, "start": w.start, "end": w.end, "tokens": len(ids)}
+            for w, ids in zip(encoded.windows, encoded.ids)]
 
 
 def usage(*encoded: Encoded | None) -> dict:
@@ -187,7 +205,8 @@ class EmbeddingService:
         embedded = time.perf_counter()
         n = len(queries.ids)
         encode = vector_fields if request.include_vectors else no_vectors
-        embeddings, embeddings_base64 = encode(vectors[:n], options.encoding_format)
+        query_vectors = text_vectors(vectors[:n], queries, options)
+        embeddings, embeddings_base64 = encode(query_vectors, options.encoding_format)
         response = Response(
             model=self.embedder.model_profile.name,  # the checkpoint that answered, not this container's default
             dimensions=int(vectors.shape[1]),
@@ -198,15 +217,20 @@ class EmbeddingService:
             truncated=queries.truncated,
             usage=usage(queries, docs),
         )
+        if options.long_texts == "windows":
+            response.windows = window_fields(queries)
         if docs:
+            document_vectors = text_vectors(vectors[n:], docs, options)
             response.document_embeddings, response.document_embeddings_base64 = encode(
-                vectors[n:], options.encoding_format)
+                document_vectors, options.encoding_format)
             response.document_token_counts = docs.token_counts
             response.document_truncated = docs.truncated
             # Off the event loop: Q x D scores and their sort take a while for long lists, and other requests wait.
-            response.scores, response.ranking = await asyncio.to_thread(score, vectors[:n], vectors[n:], request.top_k)
+            response.scores, response.ranking = await asyncio.to_thread(score, query_vectors, document_vectors,
+                                                                        request.top_k)
         metrics = report(
-            texts=len(sequences),
+            texts=len(queries.token_counts) + (len(docs.token_counts) if docs else 0),
+            windows=len(sequences),
             tokens=response.usage["total_tokens"],
             truncated_texts=sum(queries.truncated) + (sum(docs.truncated) if docs else 0),
             batch_requests=job.peers,
@@ -308,7 +332,7 @@ class EmbeddingService:
                     for shard in shards:
                         yield shard
                     del vectors
-                    progress.update(len(encoded.ids), encoded.total_tokens)
+                    progress.update(len(encoded.token_counts), encoded.total_tokens)
                 if writer.written != total:
                     raise InputError(f"`texts_file` changed while it was read: {total} texts, then {writer.written}",
                                      "bad_file")
@@ -338,7 +362,7 @@ class EmbeddingService:
                 embedding.cancel()  # cancelled or failed here: the chunk's forwards stop too
                 raise
             vectors, _ = embedding.result()
-            yield encoded, vectors
+            yield encoded, text_vectors(vectors, encoded, options)
             return_freed_memory()
 
     def _file_chunks(self, texts_file: TextsFile, limits: Limits | None = None) -> Iterator[list[str]]:
@@ -354,10 +378,13 @@ class EmbeddingService:
         limit = self.limits.max_file_texts if limit is None else limit
         chunks = self._file_chunks(texts_file, limits)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            chars = tokenized_chars(chunk, options, self.embedder.model_profile)
-            chunk_bytes = file_chunk_bytes(len(chunk), chars, output_format, self.embedder.dimensions)
+            model = self.embedder.model_profile
+            chars = tokenized_chars(chunk, options, model)
+            windows = extra_windows(chunk, options, model) if options.long_texts != "truncate" else 0
+            chunk_bytes = file_chunk_bytes(len(chunk), chars, output_format, self.embedder.dimensions, windows)
             largest = max(largest, chunk_bytes)
-            if not options.truncate:  # tokenized to count tokens: a chunk's tokens, reserved while they live
+            if not options.truncate and options.long_texts == "truncate":  # tokenized to count tokens: a chunk's
+                # tokens, reserved while they live
                 reservation = await self.reserve(chunk_bytes, what=f"checking a chunk of {len(chunk)} texts")
                 try:
                     await asyncio.to_thread(prepare, self.embedder, chunk, options, "texts_file", total)
@@ -389,6 +416,7 @@ class EmbeddingService:
             times["queue_and_forward"] += time.perf_counter() - t1
             times["forward"] += job.forward_seconds
             times["forward_rows"] += job.forward_rows
+            vectors = text_vectors(vectors, encoded, options)
             await asyncio.to_thread(result.write, vectors)  # off the event loop: .jsonl rows take a while
             del vectors  # the chunk is on disk: free it before trimming
             return_freed_memory()
@@ -464,7 +492,7 @@ def as_documents(options: Options) -> Options:
     return dataclasses.replace(options, input_type="document")
 
 
-COUNTS = ("texts", "tokens", "truncated_texts", "batch_requests", "texts_per_forward", "memory_reserved_mb",
+COUNTS = ("texts", "windows", "tokens", "truncated_texts", "batch_requests", "texts_per_forward", "memory_reserved_mb",
           "memory_in_use_mb")
 
 

@@ -18,6 +18,7 @@ from .instructions import INPUT_TYPES, PRESETS, check_task, near_miss, resolve_t
 from .memory_model import MB, Shape, describe, estimate, file_result_bytes, ways_out
 from .profiles import LARGE_INSTRUCT, ModelProfile
 from .settings import env_number
+from .windows import LONG_TEXTS, MODEL_TOKENS, max_windows
 
 ENCODING_FORMATS = ("float", "base64", "int8", "binary")
 OUTPUT_FILE_FORMATS = ("npy", "jsonl")
@@ -198,6 +199,7 @@ class Options:
     normalize: bool = True
     truncate: bool = True
     encoding_format: str = "float"
+    long_texts: str = "truncate"  # past the model's limit: cut (truncate), or windows: pooled (mean) or each
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,7 @@ def validate_options(options: Options, limits: Limits) -> Options:
         normalize=validate_bool(options.normalize, "normalize"),
         truncate=validate_bool(options.truncate, "truncate"),
         encoding_format=validate_choice(options.encoding_format, "encoding_format", ENCODING_FORMATS),
+        long_texts=validate_choice(options.long_texts, "long_texts", LONG_TEXTS),
     )
 
 
@@ -256,8 +259,16 @@ def validate_request(request: Request, limits: Limits, model: ModelProfile = LAR
         document_tokens = validate_whole_number(document_tokens, "document_tokens", 1, None)
     if top_k is not None and documents is None:
         raise InputError("`top_k` applies to `documents`, which is empty", "top_k_without_documents")
+    if options.long_texts == "windows" and documents is not None:
+        raise InputError("`long_texts` windows gives each window's vector, which a ranking cannot use: rank with "
+                         "`long_texts` mean (one vector per text), or embed the windows and score them yourself",
+                         "conflicting_inputs")
+    windows = 0
+    if options.long_texts != "truncate":
+        windows = extra_windows(texts, options, model) + extra_windows(documents or [], DOCUMENT_OPTIONS, model)
     shape = Shape(len(texts), len(documents or ()), chars, options.encoding_format, top_k,
-                  vectors=bool(request.include_vectors))
+                  vectors=bool(request.include_vectors), windows=windows,
+                  window_vectors=options.long_texts == "windows")
     check_memory(shape, limits)
     return dataclasses.replace(request, texts=texts, documents=documents, top_k=top_k, options=options, shape=shape,
                                document_tokens=document_tokens)
@@ -286,6 +297,9 @@ def validate_file_request(request: Request, limits: Limits, model: ModelProfile 
             "files: leave it at float",
             "conflicting_inputs",
         )
+    if options.long_texts == "windows":
+        raise InputError("`long_texts` windows gives a varying number of vectors per text, and a file's result has "
+                         "one row per text: use `long_texts` mean, or send the texts in a request", "conflicting_inputs")
     output_file_format = validate_choice(request.output_file_format, "output_file_format", OUTPUT_FILE_FORMATS)
     return dataclasses.replace(request, texts_file=Path(request.texts_file), output_file_format=output_file_format,
                                options=options)
@@ -331,6 +345,18 @@ def check_request_chars(texts: list[str], documents: list[str] | None, options: 
             "request_too_large",
         )
     return total
+
+
+DOCUMENT_OPTIONS = Options(input_type="document")
+
+
+def extra_windows(texts: list[str], options: Options, model: ModelProfile = LARGE_INSTRUCT) -> int:
+    """At most how many windows beyond one per text `texts` make with `long_texts`, before tokenizing."""
+    if options.input_type == "query":
+        prefix = len(model.format_query(resolve_task(options.task), ""))
+    else:
+        prefix = len(model.format_document(""))
+    return sum(max_windows(len(text), prefix, MODEL_TOKENS) - 1 for text in texts)
 
 
 def tokenized_chars(texts: list[str], options: Options, model: ModelProfile = LARGE_INSTRUCT) -> int:

@@ -241,7 +241,8 @@ def default_gpus() -> float:
 
 
 def build(args) -> "ray.data.Dataset":
-    options = Options(task=args.task, input_type=args.input_type, normalize=args.normalize, truncate=args.truncate)
+    options = Options(task=args.task, input_type=args.input_type, normalize=args.normalize, truncate=args.truncate,
+                      long_texts=args.long_texts)
     source = TextFiles(args.inputs, text_column=args.text_column, id_column=args.id_column)
     gpus = default_gpus() if args.gpus_per_actor is None else args.gpus_per_actor
     ds = ray.data.read_datasource(source).map_batches(
@@ -295,6 +296,9 @@ def parse_args(argv=None):
     parser.add_argument("--input-type", default="query", choices=INPUT_TYPES)
     parser.add_argument("--task", default=DEFAULT_TASK, help="a preset name or an instruction (for queries)")
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--long-texts", choices=["truncate", "mean"], default="truncate",
+                        help="a text past 512 tokens: its first 512 (truncate), or the mean of windows over all "
+                             "of it (mean); docs/long-texts.md")
     parser.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=True,
                         help="cut texts past 512 tokens (--no-truncate: such a text fails the job)")
     parser.add_argument("--rows-per-batch", type=int, default=4096, help="rows per call of the batch function")

@@ -19,6 +19,7 @@ DEFAULTS = dict(
     input_type="query",
     normalize=True,
     truncate=True,
+    long_texts="truncate",
     documents=None,
     top_k=None,
     encoding_format="float",

@@ -88,6 +88,30 @@ def test_more_texts_than_the_bulk_limit_are_refused_before_any_embedding_with_th
     assert list(tmp_path.glob("vectors-*")) == []
 
 
+def test_long_texts_mean_gives_each_row_the_whole_texts_vector(predictor, loop, tmp_path):
+    """The bulk path with `long_texts` mean: one row per text, each the mean of its windows, as a request gets."""
+    from e5.validation import Options, Request
+    from testkit.uploads import as_upload
+
+    long = " ".join(f"Chapter {i}: the ledger kept {i * 7} pages." for i in range(200))
+    path = tmp_path / "t.txt"
+    path.write_text(f"short one\n{long}\n", encoding="utf-8")
+    options = Options(input_type="document", long_texts="mean")
+    service = predictor.service
+
+    async def run():
+        return [p async for p in service.embed_file_shards(Request(texts_file=as_upload(path), options=options),
+                                                            tmp_path / "out")]
+
+    (tmp_path / "out").mkdir()
+    files = loop.run_until_complete(run())
+    manifest = json.loads(next(f for f in files if f.name == MANIFEST).read_text())
+    vectors = load_vectors(tmp_path / "out" / MANIFEST)
+    direct, _ = loop.run_until_complete(service.run(Request(texts=["short one", long], options=options)))
+    assert vectors.shape == (2, 1024) and float(np.abs(vectors - np.asarray(direct.embeddings)).max()) < TOLERANCE
+    assert manifest["tokens"] == sum(direct.token_counts) and direct.token_counts[1] > 512
+
+
 def test_progress_is_logged_within_a_chunk_too(predictor, loop, tmp_path, monkeypatch, capsys):
     import re
 

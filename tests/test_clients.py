@@ -295,6 +295,22 @@ def test_a_near_miss_of_a_preset_is_refused_naming_it_and_a_sentence_passes(larg
     assert post(large, "/v1/embeddings", {"input": "x", "task": "Summarize"}, key=None).status_code == 200
 
 
+def test_long_texts_on_the_openai_routes(large):
+    long = " ".join(f"Chapter {i}: the river town kept its records in a ledger of {i * 7} pages." for i in range(120))
+    today = post(large, "/v1/embeddings", {"input": ["short", long], "input_type": "document"}, key=None).json()
+    windows = post(large, "/v1/embeddings", {"input": ["short", long], "input_type": "document",
+                                             "long_texts": "windows"}, key=None).json()
+    items = windows["data"]
+    assert [d["index"] for d in items][:2] == [0, 1] and {d["index"] for d in items[1:]} == {1} and len(items) >= 3
+    assert items[0]["start"] == 0 and items[0]["end"] == len("short") and items[-1]["end"] == len(long)
+    assert close(items[0]["embedding"], today["data"][0]["embedding"])
+    assert close(items[1]["embedding"], today["data"][1]["embedding"])  # the first window is what truncation keeps
+    mean = post(large, "/v1/embeddings", {"input": ["short", long], "long_texts": "mean"}, key=None).json()
+    assert len(mean["data"]) == 2 and mean["usage"]["total_tokens"] > today["usage"]["total_tokens"]
+    ranked = post(large, "/rerank", {"query": "ledger", "documents": [long, "short"], "long_texts": "mean"}, key=None)
+    assert ranked.status_code == 200 and ranked.json()["usage"]["total_tokens"] > 512
+
+
 # --- /metrics -----------------------------------------------------------------------------------------------
 
 

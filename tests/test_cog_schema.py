@@ -22,6 +22,7 @@ import pytest
 from scripts import cog_schema
 from e5.instructions import DEFAULT_TASK, INPUT_TYPES, PRESETS
 from e5.validation import ENCODING_FORMATS, OUTPUT_FILE_FORMATS
+from e5.windows import LONG_TEXTS
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = (ROOT / "predict.py").read_text(encoding="utf-8")
@@ -198,6 +199,7 @@ def test_the_schema_says_what_the_engine_accepts():
     assert enum_of(props["input_type"]) == list(INPUT_TYPES)
     assert enum_of(props["encoding_format"]) == list(ENCODING_FORMATS)
     assert enum_of(props["output_file_format"]) == list(OUTPUT_FILE_FORMATS)
+    assert enum_of(props["long_texts"]) == list(LONG_TEXTS) and props["long_texts"]["default"] == LONG_TEXTS[0]
     assert props["task"]["default"] == DEFAULT_TASK
     listed = re.search(r"a preset name: ([a-z0-9_, ]+) \(", props["task"]["description"]).group(1).split(", ")
     assert listed == list(PRESETS)
@@ -236,9 +238,10 @@ def test_the_output_schema_is_the_output_class_as_the_runtime_reads_it():
     # cog 0.23.1's Python SDK types no nested list and no BaseModel field; coglet never asks it (it encodes the value
     # as returned), and the static parser, which writes the schema, types them: tests/test_output_schema.py
     # checks real responses against what it wrote.
-    assert untyped == ["embeddings", "usage", "document_embeddings", "scores", "ranking"]
+    assert untyped == ["embeddings", "usage", "document_embeddings", "scores", "ranking", "windows"]
     assert output["properties"]["scores"]["items"] == {"type": "array", "items": {"type": "number"}}
     assert output["properties"]["ranking"]["items"]["items"]["required"] == ["index", "score"]
+    assert output["properties"]["windows"]["items"]["required"] == ["text", "start", "end", "tokens"]
 
 
 # --- cog.yaml, as pkg/config reads it -----------------------------------------------------------------------
@@ -376,10 +379,12 @@ def test_the_bulk_model_streams_files_one_prediction_at_a_time():
 def test_the_bulk_inputs_are_the_engine_s_and_the_file_is_required():
     inputs = BULK_SCHEMA["components"]["schemas"]["Input"]
     assert inputs["required"] == ["texts_file"]
-    assert list(inputs["properties"]) == ["texts_file", "task", "input_type", "normalize", "truncate", "output_format"]
+    assert list(inputs["properties"]) == ["texts_file", "task", "input_type", "normalize", "truncate", "long_texts",
+                                          "output_format"]
     enum = lambda name: BULK_SCHEMA["components"]["schemas"][  # noqa: E731
         inputs["properties"][name]["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"]
     assert enum("output_format") == list(OUTPUT_FILE_FORMATS) and enum("input_type") == list(INPUT_TYPES)
+    assert enum("long_texts") == [mode for mode in LONG_TEXTS if mode != "windows"]  # a file keeps a row per text
     assert inputs["properties"]["task"]["default"] == DEFAULT_TASK
     assert inputs["properties"]["texts_file"]["x-cog-accept"] == INPUT["properties"]["texts_file"]["x-cog-accept"]
 

@@ -28,25 +28,26 @@ def server(checkpoint_dir, tmp_path_factory):  # a fresh one per case: "at rest"
         yield s
 
 
-def admitted(case: dict) -> bool:
+def admitted(case: dict, limit_mb: int = LIMIT_MB) -> bool:
     body = inputs(case)
-    options = Options(input_type=body["input_type"], encoding_format=body["encoding_format"])
+    options = Options(input_type=body["input_type"], encoding_format=body["encoding_format"],
+                      long_texts=body.get("long_texts", "truncate"))
     try:
         validate_request(Request(body["texts"], body.get("documents"), body.get("top_k"), options=options),
-                         Limits(max_request_mb=LIMIT_MB))
+                         Limits(max_request_mb=limit_mb))
         return True
     except InputError:
         return False
 
 
-def largest(make) -> int:
+def largest(make, limit_mb: int = LIMIT_MB) -> int:
     """The largest n for which the request make(n) is admitted (bisection)."""
     low, high = 1, 2
-    while admitted(make(high)):
+    while admitted(make(high), limit_mb):
         low, high = high, high * 2
     while high - low > 1:
         mid = (low + high) // 2
-        low, high = (mid, high) if admitted(make(mid)) else (low, mid)
+        low, high = (mid, high) if admitted(make(mid), limit_mb) else (low, mid)
     return low
 
 
@@ -77,3 +78,31 @@ def test_the_worst_admitted_request_stays_under_the_limit_and_one_more_text_is_r
     assert 0 < rise < LIMIT_MB, result
     refused = measure(server, worker, make(n + 1))
     assert refused["status"] == "failed" and "(E5_MAX_REQUEST_MB)" in refused["error"], refused
+
+
+LONG_LIMIT_MB = 400  # a window's vector is returned as 1,024 numbers: ~1,000 windows, a few minutes of CPU
+
+
+def test_long_texts_in_windows_stay_under_the_limit_the_memory_model_counts_them_for(checkpoint_dir, tmp_path):
+    """`long_texts` windows, the mode whose response grows with the text: texts of 6,000 CJK characters (about
+    a token a character, so the count before tokenizing is near the real one), as many as the limit admits."""
+    from benchmarks.bulk_run import child_pids
+
+    def make(n):
+        return {"queries": n, "documents": 0, "encoding": "float", "top_k": None, "long_chars": 6000,
+                "long_texts": "windows"}
+
+    n = largest(make, LONG_LIMIT_MB)
+    env = {"E5_MAX_REQUEST_MB": str(LONG_LIMIT_MB), "MALLOC_ARENA_MAX": "2"}
+    with CogServer(checkpoint_dir, concurrency=1, env=env, log_path=tmp_path / "server.log") as server:
+        assert server.wait_until() == "READY"
+        server.predict({"texts": ["warm up"] * 10})
+        worker = child_pids(server.proc.pid)[0]
+        result = measure(server, worker, make(n))
+        assert result["status"] == "succeeded", result
+        rise = sum(result[p]["peak_mb"] - result[p]["before_mb"] for p in ("server", "worker")) * 2**20 / 1e6
+        print(f"long texts, windows: n={n}, server + worker rose {rise:.0f} MB (limit {LONG_LIMIT_MB} MB)", result)
+        assert 0 < rise < LONG_LIMIT_MB, result
+        refused = measure(server, worker, make(n + 1))
+        assert refused["status"] == "failed" and "(E5_MAX_REQUEST_MB)" in refused["error"], refused
+

@@ -96,3 +96,16 @@ def test_a_texts_file_job_conforms_to_the_published_output_schema(validator, ser
     out = conforming(validator, server, {"texts_file": upload, "output_file_format": "jsonl"})
     assert out["embeddings"] == [] and out["embeddings_file"].startswith("data:")
     assert len(out["token_counts"]) == len(TEXTS + DOCUMENTS)
+
+
+@pytest.mark.parametrize("long_texts", ["mean", "windows"])
+def test_long_texts_responses_conform_to_the_published_output_schema(validator, server, long_texts):
+    """Through the real server, with the schema the image carries: the input is accepted and the answer,
+    `windows` included, is what the schema says."""
+    long = " ".join(f"Chapter {i}: the ledger kept {i * 7} pages." for i in range(200))
+    out = conforming(validator, server, {"texts": [TEXTS[0], long], "long_texts": long_texts})
+    assert out["token_counts"][1] > 512 and out["truncated"] == [False, False]
+    if long_texts == "windows":
+        assert len(out["embeddings"]) == len(out["windows"]) > 2 and out["windows"][-1]["end"] == len(long)
+    else:
+        assert len(out["embeddings"]) == 2 and out["windows"] is None

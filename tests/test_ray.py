@@ -83,6 +83,19 @@ def test_the_batch_function_gives_predicts_vectors_counts_and_flags(embed, predi
     assert out.column("text").to_pylist() == TEXTS  # the batch's own columns stay
 
 
+def test_long_texts_mean_gives_each_row_the_whole_texts_vector_across_files_of_a_batch(embed, predictor):
+    """A batch of two files' rows, the long text in the second: each row the vector predict() gives it."""
+    case = dict(input_type="document", long_texts="mean")
+    expected = embed(texts=TEXTS, **case)
+    batch = pa.concat_tables([as_table(TEXTS[:20], "part-0.txt", first_row=100), as_table(TEXTS[20:], "part-1.txt")])
+    out = embed_table(predictor.embedder, batch, options(case))
+    assert np.abs(vectors_of(out) - np.asarray(expected.embeddings, dtype=np.float32)).max() < 1e-5
+    assert out.column("token_count").to_pylist() == expected.token_counts and expected.token_counts[-1] > 512
+    assert not any(out.column("truncated").to_pylist())
+    with pytest.raises(ValueError, match="use mean"):
+        EmbedBatch("unused", Options(long_texts="windows"))
+
+
 def test_an_empty_batch_gives_an_empty_table_with_the_output_columns(predictor):
     out = embed_table(predictor.embedder, as_table([]), options(CASES[0]))
     assert out.num_rows == 0
