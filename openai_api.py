@@ -1004,10 +1004,6 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
     async def rank(http: HttpRequest, request: Request, names: dict[str, str]) -> Response:
         return await run(http, request, {"texts": "query", "top_k": "top_n", **names})
 
-    def refused(err: InputError, names: dict[str, str]) -> ApiError:
-        """A shape's own refusal (peer_api.py), before any work, named as the request names its fields."""
-        return input_error(err, names)
-
     # --- OpenAI's routes, with and without /v1 ---
 
     async def embeddings(body: EmbeddingsRequest, http: HttpRequest):
@@ -1034,7 +1030,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         try:
             peer.check_right_truncation(body.truncation_direction)
         except InputError as err:
-            raise refused(err, {}) from None
+            raise input_error(err, {}) from None
         task = DEFAULT_TASK if body.task is None else body.task
         request = Request(texts=[body.query], documents=documents, top_k=body.top_n, include_vectors=False,
                           options=Options(task, "query", True, body.truncate, "float", body.long_texts))
@@ -1080,7 +1076,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         try:
             request = peer.tei_embed_request(body, texts_of(body.inputs, "inputs"), service.embedder.dimensions)
         except InputError as err:
-            raise refused(err, {}) from None
+            raise input_error(err, {}) from None
         return json_response(peer.tei_embed_body(await run(http, request, {"texts": "inputs"})))
 
     app.post("/embed", response_model=list[list[float]], responses=TEI_ERRORS, operation_id="tei_embed")(tei_embed)
@@ -1102,7 +1098,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
             options = peer.prompt_options(body.prompt_name, True, True)
             tokenized = await asyncio.to_thread(service.tokenize, body.inputs, options)
         except InputError as err:
-            raise refused(err, {"texts": "inputs"}) from None
+            raise input_error(err, {"texts": "inputs"}) from None
         return json_response([peer.tei_tokens(t.text, t.ids, t.spans, t.special, t.pieces) for t in tokenized])
 
     @app.get("/info", response_model=peer.TeiInfo, responses={401: TEI_ERRORS[401], 503: TEI_ERRORS[503]})
@@ -1124,7 +1120,7 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
         try:
             request = peer.cohere_rerank_request(body, documents)
         except InputError as err:
-            raise refused(err, {}) from None
+            raise input_error(err, {}) from None
         response = await rank(http, request, {"document_tokens": "max_tokens_per_doc"})
         return json_response(peer.cohere_rerank_body(ranked(response), documents, body.return_documents,
                                                      response.usage["total_tokens"]))

@@ -86,10 +86,10 @@ class Embedder:
         Cutting the full encoding to `limit - 1` tokens and closing it with </s> gives exactly what
         `tokenizer(..., truncation=True, max_length=512)` gives, and also the full count for the error below.
         """
+        if prefix_chars is not None:
+            return self._windowed(texts, prefix_chars)
         full = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         limit = self.max_tokens
-        if prefix_chars is not None:
-            return self._windowed(texts, full, prefix_chars)
         if not truncate:
             for i, ids in enumerate(full):
                 if len(ids) > limit:
@@ -102,17 +102,16 @@ class Embedder:
         ids = [s if len(s) <= cut else s[: cut - 1] + [self.eos_id] for s in full]
         return Encoded(ids=ids, token_counts=[len(s) for s in ids], truncated=[len(s) > cut for s in full])
 
-    def _windowed(self, texts: list[str], full: list[list[int]], prefix_chars: list[int]) -> Encoded:
-        """Every text whole, in windows of the model's limit (e5/windows.py). Only texts past the limit are
-        tokenized again, with the character offsets their windows' spans need."""
+    def _windowed(self, texts: list[str], prefix_chars: list[int]) -> Encoded:
+        """Every text whole, in windows of the model's limit (e5/windows.py): one tokenization, with the
+        character offsets that the windows' spans need."""
         limit = self.max_tokens
-        long = [i for i, ids in enumerate(full) if len(ids) > limit]
-        offsets = dict(zip(long, self.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=False,
-                                                verbose=False, return_offsets_mapping=True)["offset_mapping"])) if long else {}
+        encoding = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
+                                  return_offsets_mapping=True)
         ids, windows, counts = [], [], []
-        for i, (text, encoded) in enumerate(zip(texts, full)):
-            if i in offsets:
-                pieces, covered = split(encoded, offsets[i], prefix_chars[i], limit, i)
+        for i, (text, encoded, offsets) in enumerate(zip(texts, encoding["input_ids"], encoding["offset_mapping"])):
+            if len(encoded) > limit:
+                pieces, covered = split(encoded, offsets, prefix_chars[i], limit, i)
             else:  # fits: one window, the text's own ids, as without long_texts
                 pieces, covered = [encoded], [Window(i, 0, len(text) - prefix_chars[i], len(encoded))]
             ids += pieces

@@ -40,10 +40,13 @@ ENGINE_PAIR_BYTES = 24
 # at most a token a character (CJK on XLM-R's vocabulary), ~175 bytes a token measured on the test tokenizer
 # (tests/test_memory_model.py).
 TOKENIZER_CHAR_BYTES = 200
-# With long_texts, texts past the limit are tokenized a second time with character offsets (a tuple a token), and
-# each window is a list of its own: a window's ids (512 ints and the list) and the prefix it repeats.
+# With long_texts, texts are tokenized with character offsets (a tuple of two ints a token), and each window is a
+# list of its own (its ids and the prefix it repeats). What a window costs beyond its vector was measured through
+# the real server (tests/test_memory_bound.py, the long-texts case): at 20 KB a window, 46 texts of 6,000 CJK
+# characters (~670 windows) were admitted at 392 MB estimated and rose 386 and 430 MB in two runs (the worker's
+# heap varies by ~50 MB run to run); at 70 KB, 86 such texts (~1,250 windows) rose 548 MB under a limit of 800.
 OFFSETS_CHAR_BYTES = 120
-WINDOW_BYTES = 20_000
+WINDOW_BYTES = 70_000
 
 
 @dataclass(frozen=True)
