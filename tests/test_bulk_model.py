@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import http.client
 import json
 import threading
 import time
@@ -252,8 +253,14 @@ def test_a_cancelled_job_stops_at_once_and_leaves_no_files(bulk):
     many = (TEXTS * 20)[:30_000]
     body = json.dumps({"input": {"texts_file": data_url("text/plain", "\n".join(many).encode())}}).encode()
     answer = {}
-    thread = threading.Thread(target=lambda: answer.update(zip(("status", "body"), server.post(
-        "/predictions/bulk-cancel-test", body, method="PUT"))))
+
+    def run_job():
+        try:
+            answer.update(zip(("status", "body"), server.post("/predictions/bulk-cancel-test", body, method="PUT")))
+        except http.client.RemoteDisconnected:  # coglet at times closes a cancelled sync request's connection
+            answer["dropped"] = True
+
+    thread = threading.Thread(target=run_job)
     thread.start()
     deadline = time.monotonic() + 120
     while not target.received[-1:] or not target.received[-1].startswith("vectors-"):
@@ -264,9 +271,11 @@ def test_a_cancelled_job_stops_at_once_and_leaves_no_files(bulk):
     server.post("/predictions/bulk-cancel-test/cancel", b"")
     thread.join(60)
     stopped = time.monotonic() - sent
-    assert answer["body"]["status"] == "canceled", answer
+    assert answer.get("dropped") or answer["body"]["status"] == "canceled", answer
+    assert not thread.is_alive()
     print(f"cancel: the job stopped {stopped:.2f} s after the cancel was sent")
     assert stopped < 5
     time.sleep(1)
     assert set(job_folders(root)) <= set(folders)
     assert MANIFEST not in target.received[received:]  # the job never finished (shards yielded before stay uploaded)
+    assert server.wait_until(("READY",), timeout=30) == "READY"  # the worker is free for the next job
