@@ -12,6 +12,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from e5.memory_model import MB  # the budget's megabytes are 10^6 bytes
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 FORWARD_TEXTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -46,9 +48,9 @@ class ApiMetrics:
               registry=registry).set_function(in_flight)
         budget = Gauge("e5_memory_budget_bytes", "The container's memory budget (0 until the model has loaded).",
                        registry=registry)
-        budget.set_function(lambda: ((memory() or {}).get("budget_mb") or 0) * 2**20)
+        budget.set_function(lambda: ((memory() or {}).get("budget_mb") or 0) * MB)
         Gauge("e5_memory_in_use_bytes", "Memory reserved now by requests running or being sent.",
-              registry=registry).set_function(lambda: (memory() or {}).get("in_use_mb", 0) * 2**20)
+              registry=registry).set_function(lambda: (memory() or {}).get("in_use_mb", 0) * MB)
 
     def forward(self, texts: int, tokens: int, seconds: float) -> None:
         """One forward (called by the batcher on its loop)."""
