@@ -16,7 +16,7 @@ from cog import BaseModel, BasePredictor, FieldInfo, Input, Path, concurrent
 from cog.types import URLPath
 
 from e5 import Embedder, uploads
-from e5.form import form_texts
+from e5.form import read_form
 from e5.startup import load_service
 from e5.validation import Options, Request
 
@@ -88,11 +88,11 @@ class Predictor(BasePredictor):
         self,
         text: str = Input(
             default="",
-            description="Type the text to embed, one text per line: two lines embed two texts (blank lines are skipped). Default: empty. Give this, texts or texts_file. A line break always ends a text here: send a text that contains one in texts. Vectors come back in line order.",
+            description="Type the texts to embed, one per line: two lines embed two texts (blank lines are skipped). Give this, texts or texts_file. A line break always ends a text here: send a text that contains one in texts. Vectors come back in line order, and an error names its line.",
         ),
         texts: Optional[list[str]] = Input(
-            default=None,
-            description='A JSON list of strings to embed, e.g. ["how much protein should a female eat", "南瓜的家常做法"]. Default: none; give this, text or texts_file, and leave it out rather than sending null. Vectors come back in the same order; each text is cut to 512 tokens (see truncate).',
+            default=[],
+            description='A JSON list of strings to embed, e.g. ["how much protein should a female eat", "南瓜的家常做法"]: give this, text or texts_file ([] is none). Vectors come back in the same order; each text is cut to 512 tokens (see truncate and long_texts).',
         ),
         task: str = Input(
             default="Given a web search query, retrieve relevant passages that answer the query",
@@ -105,25 +105,29 @@ class Predictor(BasePredictor):
         ),
         normalize: bool = Input(
             default=True,
-            description="Ticked (default): L2-normalize each vector, so that a dot product is the cosine similarity.",
+            description="true (default): L2-normalize each vector, so that a dot product is the cosine similarity. false: the mean-pooled vectors as they are. Unticked, this box sends nothing and true applies, whatever the greyed box reads: tick it and choose false to turn it off.",
         ),
         truncate: bool = Input(
             default=True,
-            description="Ticked (default): cut texts longer than 512 tokens (truncated says which). Unticked: such a text fails the request with its index and token count, and nothing is embedded.",
+            description="true (default): cut texts longer than 512 tokens (truncated says which; long_texts embeds them whole instead). false: such a text fails the request, naming it and its token count, and nothing is embedded. Unticked, this box sends nothing and true applies, whatever the greyed box reads: tick it and choose false to refuse long texts.",
         ),
         long_texts: str = Input(
             default="truncate",
             choices=["truncate", "mean", "windows"],
             description="What to do with a text longer than the model's 512 tokens. truncate (default): embed its first 512 tokens (see truncate). mean: embed all of it, in overlapping windows of 512 tokens, and return the average of the windows' vectors weighted by their tokens: one vector per text. windows: return each window's vector, with the part of the text it covers in windows (to index passages; not with documents or texts_file). A text that fits in 512 tokens gets the same vector in every mode.",
         ),
+        document: str = Input(
+            default="",
+            description="Type the documents to rank against the texts (the queries), one per line (blank lines are skipped), or give documents. Adds ranking (per query, the documents best first with their scores), scores and document_embeddings. A document that contains a line break goes in documents. An error names its line.",
+        ),
         documents: Optional[list[str]] = Input(
-            default=None,
-            description='A JSON list of documents to rank against the texts (the queries), e.g. ["46 grams a day for women", "清炒南瓜丝"]. Default: none, no ranking; leave it out rather than sending null or an empty list. Adds ranking (per query, the documents best first with their scores), scores and document_embeddings.',
+            default=[],
+            description='A JSON list of documents to rank against the texts (the queries), e.g. ["46 grams a day for women", "清炒南瓜丝"], or type them in document, one per line. [] (default): none, no ranking. Adds ranking (per query, the documents best first with their scores), scores and document_embeddings.',
         ),
         top_k: Optional[int] = Input(
-            default=None,
-            ge=1,
-            description="A whole number, e.g. 3: with documents, keep the best top_k documents per query in ranking and leave the full scores matrix out. Default: none, every document ranked and scores included; leave it out rather than sending null.",
+            default=0,
+            ge=0,
+            description="With documents: keep the best top_k documents per query in ranking, e.g. 3, and leave the full scores matrix out. 0 (default): every document ranked, and scores included.",
         ),
         encoding_format: str = Input(
             default="float",
@@ -132,12 +136,12 @@ class Predictor(BasePredictor):
         ),
         include_vectors: bool = Input(
             default=True,
-            description="Ticked (default): return the vectors. Unticked: leave them out (embeddings and document_embeddings come back empty), for a readable answer when only the ranking or the token counts are wanted.",
+            description="true (default): return the vectors. false: leave them out (embeddings and document_embeddings come back empty), for a short answer when only the ranking or the token counts are wanted. Unticked, this box sends nothing and true applies, whatever the greyed box reads: tick it and choose false to leave the vectors out.",
         ),
         texts_file: Optional[Path] = Input(
-            default=None,
+            default="",
             accept=".txt,.jsonl,.ndjson,.json,.csv,.gz",
-            description="A file of texts for bulk jobs, instead of texts: .txt (one per line), .jsonl (a text field per line), .json (a list of strings) or .csv (a text column), each also gzipped. Default: none; leave it out rather than sending null. The vectors come back in embeddings_file; embeddings is then empty.",
+            description="A file of texts to embed instead of texts: .txt (one per line), .jsonl (a text field per line), .json (a list of strings) or .csv (a text column), each also gzipped. Tick this only to choose a file or give its URL. The vectors come back in embeddings_file, a data: URL that holds the whole file in base64 (docs/web-form.md shows how to save it), and embeddings is empty. The bulk model returns download links instead.",
         ),
         output_file_format: str = Input(
             default="npy",
@@ -148,10 +152,11 @@ class Predictor(BasePredictor):
         texts_file = uploads.DOWNLOADS.claim(_given(texts_file))  # before anything: no other path is read
         options = Options(_given(task), _given(input_type), _given(normalize), _given(truncate), _given(encoding_format),
                           _given(long_texts))
-        texts = form_texts(_given(texts), _given(text), texts_file, _given(documents))
-        request = Request(texts, _given(documents), _given(top_k), texts_file,
+        form = read_form(_given(text), _given(texts), _given(document), _given(documents), _given(top_k), texts_file)
+        request = Request(form.texts, form.documents, form.top_k, texts_file,
                           _given(output_file_format), options, _given(include_vectors))
-        response, metrics = await self.service.run(request)
+        with form.naming_lines():  # errors about a typed text name its line in the box
+            response, metrics = await self.service.run(request)
         for name, value in metrics.items():
             self.record_metric(name, value)
         return Output(**response.fields())

@@ -72,11 +72,11 @@ class Predictor(BasePredictor):
         ),
         normalize: bool = Input(
             default=True,
-            description="Ticked (default): L2-normalize each vector, so that a dot product is the cosine similarity.",
+            description="true (default): L2-normalize each vector, so that a dot product is the cosine similarity. false: the mean-pooled vectors as they are. Unticked, this box sends nothing and true applies, whatever the greyed box reads: tick it and choose false to turn it off.",
         ),
         truncate: bool = Input(
             default=True,
-            description="Ticked (default): cut texts longer than 512 tokens (manifest.json lists their rows). Unticked: such a text fails the job before any embedding, naming its line.",
+            description="true (default): cut texts longer than 512 tokens (manifest.json lists their rows; long_texts mean embeds them whole instead). false: such a text fails the job before any embedding, naming its line. Unticked, this box sends nothing and true applies, whatever the greyed box reads: tick it and choose false to refuse long texts.",
         ),
         long_texts: str = Input(
             default="truncate",
@@ -86,7 +86,7 @@ class Predictor(BasePredictor):
         output_format: str = Input(
             default="npy",
             choices=["npy", "jsonl"],
-            description="npy (default): float32 arrays of up to 12,288 rows each. jsonl: index and embedding per line, up to 2,234 rows a shard.",
+            description="npy (default): float32 arrays of up to 12,288 rows each. jsonl: index and embedding per line, up to 3,510 rows a shard (each value to 8 decimals).",
         ),
     ) -> Iterator[Path]:
         texts_file = uploads.DOWNLOADS.claim(_given(texts_file))  # before anything: no other path is read

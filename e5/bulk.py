@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .encodings import encode_vectors
+
 RESULT_PREFIX = "e5-result-"  # a job's folder in the temp directory: one result file and nothing else
 _STAGING_PREFIX = "e5-staging-"  # a folder not yet locked: sweeps never look at these
 COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # coglet's per-prediction folders (service.rs), fixed
@@ -65,7 +67,7 @@ class VectorWriter:
             self._file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
             self.written += len(vectors)
             return
-        for row in vectors.tolist():
+        for row in encode_vectors(vectors, "float").tolist():  # the inline vectors' 8 decimals
             self._file.write(json.dumps({"index": self.first_index + self.written, "embedding": row}) + "\n")
             self.written += 1
 

@@ -17,7 +17,7 @@ import torch
 
 from . import model as m
 from .batching import pack_rows, plan_batches
-from .errors import EngineError, InputError
+from .errors import EngineError, InputError, item_label
 from .memory import reuse_freed_memory
 from .profiles import ModelProfile, by_shape
 from .windows import Window, split
@@ -94,9 +94,9 @@ class Embedder:
             for i, ids in enumerate(full):
                 if len(ids) > limit:
                     raise InputError(
-                        f"`{name}[{offset + i}]` has {len(ids)} tokens; the limit is {limit} "
+                        f"{item_label(name, offset + i)} has {len(ids)} tokens; the limit is {limit} "
                         f"(set `truncate` to true to embed its first {limit})",
-                        "too_many_tokens",
+                        "too_many_tokens", (name, offset + i),
                     )
         cut = limit if cut_at is None else max(2, min(cut_at, limit))
         ids = [s if len(s) <= cut else s[: cut - 1] + [self.eos_id] for s in full]

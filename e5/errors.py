@@ -7,13 +7,19 @@ backticks, the index, the limit and the value given (the style of text-embedding
 from __future__ import annotations
 
 
+def item_label(name: str, index: int) -> str:
+    """How a message names one item of a list input: `texts[3]`."""
+    return f"`{name}[{index}]`"
+
+
 class E5Error(Exception):
     code = "e5_error"
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, item: tuple[str, int] | None = None):
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.item = item  # (input, index) where the message names one item as item_label does; a form renames it
 
 
 class InputError(E5Error, ValueError):

@@ -122,7 +122,10 @@ def describe(shape: Shape) -> str:
 # Cog 0.23 returns a bulk job's result inline as a base64 data URL (e5/bulk.py); at its peak the server held
 # ~5.8 and the worker ~4.5 bytes per byte of it (docs/reliability.md, "What Cog holds for a large result").
 DATA_URL_BYTES = 11
-JSONL_ROW_BYTES = 22  # x dimensions: `{"index": i, "embedding": [...]}`, a float32's repr and ", " (~20 characters)
+# x dimensions: `{"index": i, "embedding": [...]}` as bulk.py writes it, each value rounded to 8 decimals as the
+# inline vectors are: at most "-12.12345678, " (14 characters) below 100 in size, which unnormalized vectors'
+# values are; a unit vector's take 13 at most. The row's index and keys add ~30 bytes.
+JSONL_ROW_BYTES = 14
 
 
 def file_result_bytes(texts: int, output_format: str, dimensions: int = 1024) -> int:

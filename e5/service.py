@@ -502,4 +502,6 @@ def report(**values) -> dict:
     Counts and timings only: users embed private documents, so their text never reaches the logs.
     """
     print("e5: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
-    return {key if key in COUNTS else f"seconds.{key}": value for key, value in values.items()}
+    # Seconds to 0.1 ms: a web form shows the metrics as they come, and float noise is 16 digits long.
+    return {key if key in COUNTS else f"seconds.{key}": round(value, 4) if isinstance(value, float) else value
+            for key, value in values.items()}

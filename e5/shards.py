@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .bulk import VectorWriter
+from .memory_model import JSONL_ROW_BYTES
 from .settings import env_number
 
 SHARD_BYTES = 48 * 1024 * 1024  # of float32 vectors: 12,288 rows of 1,024 as .npy (E5_BULK_SHARD_MB sets it)
-JSONL_ROW_BYTES = 22  # x dimensions: a float32's repr and ", " (~20 characters), as bulk.py writes them
 MANIFEST = "manifest.json"
 
 

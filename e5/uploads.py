@@ -53,9 +53,9 @@ class Downloads:
                 self._unclaimed.popitem(last=False)
 
     def claim(self, value: object, name: str = "texts_file") -> Path | None:
-        """The file Cog downloaded for this request (None for none), or InputError naming the input: nothing
-        is opened."""
-        if value is None:
+        """The file Cog downloaded for this request (None for none: None, or the "" an untouched form sends), or
+        InputError naming the input: nothing is opened."""
+        if value is None or value == "":
             return None
         path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
         with self._lock:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, item_label
 from .instructions import INPUT_TYPES, PRESETS, check_task, near_miss, resolve_task
 from .memory_model import MB, Shape, describe, estimate, file_result_bytes, ways_out
 from .profiles import LARGE_INSTRUCT, ModelProfile
@@ -95,25 +95,25 @@ def validate_texts(value: object, limits: Limits, name: str = "texts") -> list[s
             "too_many_texts",
         )
     for i, text in enumerate(value):
-        validate_text(text, f"`{name}[{i}]`", limits.max_chars_per_text)
+        validate_text(text, item_label(name, i), limits.max_chars_per_text, (name, i))
     return list(value)
 
 
-def validate_text(text: object, label: str, max_chars: int) -> None:
-    """One text: a non-blank string of at most max_chars that UTF-8 can encode. `label` names it."""
+def validate_text(text: object, label: str, max_chars: int, item: tuple[str, int] | None = None) -> None:
+    """One text: a non-blank string of at most max_chars that UTF-8 can encode. `label` names it (as `item`)."""
     if not isinstance(text, str):
-        raise InputError(f"{label} must be a string, got {_type_name(text)}", "invalid_type")
+        raise InputError(f"{label} must be a string, got {_type_name(text)}", "invalid_type", item)
     if not text.strip():
-        raise InputError(f"{label} is empty or whitespace-only", "empty_text")
+        raise InputError(f"{label} is empty or whitespace-only", "empty_text", item)
     if len(text) > max_chars:
         raise InputError(
             f"{label} has {len(text)} characters; the limit is {max_chars} (only the first 512 tokens are embedded anyway)",
-            "text_too_long",
+            "text_too_long", item,
         )
-    _check_encodable(text, label)
+    _check_encodable(text, label, item)
 
 
-def _check_encodable(text: str, label: str) -> None:
+def _check_encodable(text: str, label: str, item: tuple[str, int] | None = None) -> None:
     # A lone surrogate (possible from JSON `"\ud800"`) cannot be UTF-8 encoded and would fail deep in the
     # tokenizer with an unhelpful message.
     try:
@@ -121,7 +121,7 @@ def _check_encodable(text: str, label: str) -> None:
     except UnicodeEncodeError as err:
         raise InputError(
             f"{label} is not valid Unicode: lone surrogate U+{ord(text[err.start]):04X} at position {err.start}",
-            "invalid_unicode",
+            "invalid_unicode", item,
         ) from None
 
 

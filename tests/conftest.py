@@ -13,17 +13,20 @@ from testkit.uploads import as_upload
 
 ROOT = Path(__file__).resolve().parent.parent
 
-DEFAULTS = dict(
-    texts=None,
+DEFAULTS = dict(  # what Cog passes for an omitted input: Input()'s default (tests/test_cog_schema.py ties them)
+    text="",
+    texts=[],
     task="Given a web search query, retrieve relevant passages that answer the query",
     input_type="query",
     normalize=True,
     truncate=True,
     long_texts="truncate",
-    documents=None,
-    top_k=None,
+    document="",
+    documents=[],
+    top_k=0,
     encoding_format="float",
-    texts_file=None,
+    include_vectors=True,
+    texts_file="",
     output_file_format="npy",
 )
 
@@ -126,7 +129,7 @@ def embed(predictor, loop):
 
 def uploaded(inputs: dict) -> dict:
     """A `texts_file` the test wrote, handed over as Cog hands over a download (testkit/uploads.py)."""
-    if inputs.get("texts_file") is None:
+    if inputs.get("texts_file") in (None, ""):
         return inputs
     return {**inputs, "texts_file": as_upload(inputs["texts_file"])}
 

@@ -175,9 +175,12 @@ def test_every_input_in_the_schema_is_the_one_the_runtime_reads(name):
     assert prop.get("items") == json_type.get("items")
     optional = field.type.repetition.name.startswith("OPTIONAL")
     assert prop.get("nullable", False) == optional
-    assert prop.get("default") == field.default
-    assert (name in INPUT.get("required", [])) == (field.default is None and not optional)
     declared = inspect.signature(_unwrap_predict()).parameters[name].default  # Input(...): its accept=
+    # coglet calls predict() with Input()'s own default for an omitted input (it patches __defaults__ with
+    # FieldInfo.default, crates/coglet-python predictor.rs); cog's InputField holds it normalized (a Path's "" as
+    # Path(".")), which no request sees.
+    assert prop.get("default") == declared.default and field.default == field.type.normalize(declared.default)
+    assert (name in INPUT.get("required", [])) == (field.default is None and not optional)
     assert prop.get("x-cog-accept") == getattr(declared, "accept", None)
 
 
@@ -303,30 +306,36 @@ def test_the_cuda_is_chosen_not_left_to_the_torch_pin():
 # --- how a schema-driven form renders the inputs (Replicate's web UI, Cog's playground) ----------------------
 
 
-def test_a_person_can_type_texts_without_json():
+def test_a_person_can_type_texts_and_documents_without_json():
     # A `str` input renders as a plain text box; with a default of "" it needs no null and no JSON.
-    text = INPUT["properties"]["text"]
-    assert text["type"] == "string" and text["default"] == "" and "nullable" not in text and text["x-order"] == 0
-    assert text["description"].startswith("Type the text to embed, one text per line")
-    assert "A line break always ends a text" in text["description"]
-
-
-def test_descriptions_lead_with_what_to_type_and_the_default():
     props = INPUT["properties"]
-    for name in ("texts", "documents"):  # JSON editors: an example of the list to type
+    for name, lead in (("text", "Type the texts to embed, one per line"),
+                       ("document", "Type the documents to rank against the texts (the queries), one per line")):
+        assert props[name]["type"] == "string" and props[name]["default"] == "" and "nullable" not in props[name]
+        assert props[name]["description"].startswith(lead) and "an error names its line" in props[name]["description"].lower()
+    assert props["text"]["x-order"] == 0 and props["document"]["x-order"] == props["documents"]["x-order"] - 1
+
+
+def test_json_editors_give_an_example_to_copy():
+    props = INPUT["properties"]
+    for name in ("texts", "documents"):
         assert props[name]["description"].startswith("A JSON list of ") and "e.g. [" in props[name]["description"]
         json.loads(re.search(r"e\.g\. (\[.*?\])", props[name]["description"]).group(1))  # the example is valid JSON
-    for name, prop in props.items():
-        assert "Default" in prop["description"] or "(default" in prop["description"], name
-        if prop.get("nullable"):  # an Optional input: null is a 422 from Cog's server, so say to leave it out
-            assert "leave it out rather than sending null" in prop["description"], name
-    assert props["top_k"]["description"].startswith("A whole number, e.g. 3") and props["top_k"]["minimum"] == 1
+
+
+@pytest.mark.parametrize("schema", [SCHEMA, json.loads(cog_schema.BULK_SCHEMA.read_text(encoding="utf-8"))],
+                         ids=["main", "bulk"])
+def test_no_input_defaults_to_null(schema):
+    # A form's ticked box sends the default as it shows it; Cog's server answers null with a 422 (coglet ignores
+    # `nullable`), so every optional input's default is a value (tests/test_web_form.py sends each one).
+    for name, prop in schema["components"]["schemas"]["Input"]["properties"].items():
+        assert "default" not in prop or prop["default"] is not None, name
 
 
 def test_the_vectors_can_be_left_out():
     include = INPUT["properties"]["include_vectors"]
     assert include["type"] == "boolean" and include["default"] is True
-    assert "Unticked: leave them out" in include["description"]
+    assert "false: leave them out" in include["description"]
 
 
 def test_the_file_picker_offers_the_formats_the_engine_reads():

@@ -115,7 +115,7 @@ def test_the_server_carries_the_committed_schema(server):
         ({"texts": ["ok"], "encoding_format": "fp16"}, "encoding_format",
          '"fp16" is not one of ["float","base64","int8","binary"]'),
         ({"texts": ["ok"], "normalize": "yes"}, "normalize", '"yes" is not of type "boolean"'),
-        ({"texts": ["ok"], "documents": ["d"], "top_k": 0}, "top_k", "0 is less than the minimum of 1"),
+        ({"texts": ["ok"], "documents": ["d"], "top_k": -1}, "top_k", "-1 is less than the minimum of 0"),
         ({"texts": ["ok"], "documents": ["d"], "top_k": True}, "top_k", 'true is not of type "integer"'),
         ({"texts": ["ok"], "documents": None}, "documents", 'null is not of type "array"'),
     ],
@@ -131,7 +131,7 @@ def test_type_choice_and_bound_errors_are_422_before_the_predictor(server, input
     [
         ({}, "`texts` is required"),
         ({"texts": ["ok", "   "]}, "`texts[1]` is empty or whitespace-only"),
-        ({"texts": []}, "`texts` is empty"),
+        ({"texts": []}, "`texts` is required"),  # [] is what a ticked, untouched box sends: none
         ({"texts": ["ok"], "top_k": 2}, "`top_k` applies to `documents`"),
         ({"texts": ["ok", "x" * 100_001]}, "`texts[1]` has 100001 characters; the limit is 100000"),
     ],
@@ -354,7 +354,7 @@ def test_a_whole_number_float_top_k_passes_the_schema_and_the_predictor(server):
     [
         ({"text": "", "task": "nq"}, "give `texts` (a list of strings), `text` (one text per line) or `texts_file`"),
         ({"text": "a", "texts": ["b"]}, "give `text` or `texts`, not both"),
-        ({"texts": ["a"], "documents": []}, "`documents` is empty: untick `documents` or add one"),
+        ({"text": "a", "document": "d", "documents": ["e"]}, "give `document` or `documents`, not both"),
     ],
 )
 def test_form_mistakes_name_the_way_out(server, inputs, fragment):

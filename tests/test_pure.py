@@ -426,40 +426,78 @@ def test_the_text_box_is_one_text_per_line():
     assert texts_from_box("") is None and texts_from_box(" \n ") is None and texts_from_box(None) is None
 
 
+def test_the_box_numbers_lines_as_a_person_reads_them():
+    from e5.form import lines_from_box
+
+    assert lines_from_box("one\r\n\n   \ntwo\rthree\n") == [(1, "one"), (4, "two"), (5, "three")]
+    assert lines_from_box("") == [] and lines_from_box(None) == []
+
+
 @pytest.mark.parametrize(
-    "texts, text, texts_file, documents, fragment, code",
+    "inputs, fragment",
     [
-        (["a"], "b", None, None, "give `text` or `texts`, not both", "conflicting_inputs"),
-        (None, "b", "f.txt", None, "give `text` or `texts_file`, not both", "conflicting_inputs"),
-        (["a"], "", None, [], "`documents` is empty: untick `documents` or add one", "empty_list"),
+        ({"texts": ["a"], "text": "b"}, "give `text` or `texts`, not both"),
+        ({"text": "b", "texts_file": "f.txt"}, "give `text` or `texts_file`, not both"),
+        ({"texts": ["a"], "documents": ["d"], "document": "e"}, "give `document` or `documents`, not both"),
     ],
 )
-def test_form_mistakes_name_the_way_out(texts, text, texts_file, documents, fragment, code):
-    from e5.form import form_texts
+def test_form_mistakes_name_the_way_out(inputs, fragment):
+    from e5.form import read_form
 
+    inputs = {"text": "", "texts": [], "document": "", "documents": [], "top_k": 0, "texts_file": None} | inputs
     with pytest.raises(InputError) as err:
-        form_texts(texts, text, texts_file, documents)
-    assert fragment in str(err.value) and err.value.code == code
+        read_form(**inputs)
+    assert fragment in str(err.value) and err.value.code == "conflicting_inputs"
+
+
+def test_what_an_untouched_form_sends_means_not_given():
+    from e5.form import given, read_form
+
+    # The defaults a ticked but untouched box sends: none of them is a value, so none is an error.
+    assert [given(v) for v in ([], (), "", 0, 0.0, None)] == [None] * 6
+    assert given(False) is False and given(["a"]) == ["a"] and given(3) == 3 and given(-1) == -1
+    form = read_form("", [], "", [], 0, None)
+    assert (form.texts, form.documents, form.top_k, form.lines) == (None, None, None, {})
 
 
 def test_nothing_to_embed_names_every_way_to_give_texts():
-    from e5.form import form_texts
+    from e5.form import read_form
     from e5.validation import Limits, Request, validate_request
 
-    assert form_texts(None, "", None, None) is None  # the form passes it on; the engine's check answers
+    assert read_form("", None, "", None, None).texts is None  # the form passes it on; the engine's check answers
     with pytest.raises(InputError) as err:
         validate_request(Request(texts=None), Limits())
     assert "`texts` is required: give `texts` (a list of strings), `text` (one text per line) or `texts_file`" \
         in str(err.value) and err.value.code == "missing_texts"
 
 
-def test_form_texts_come_from_the_box_or_the_list():
-    from e5.form import form_texts
+def test_form_texts_come_from_the_boxes_or_the_lists():
+    from e5.form import read_form
 
-    assert form_texts(None, "a\nb", None, ["d"]) == ["a", "b"]
-    assert form_texts(["a"], "", None, None) == ["a"] and form_texts(["a"], "  \n", None, None) == ["a"]
-    assert form_texts(None, "", "f.txt", None) is None  # a bulk job: the file is the texts
-    assert form_texts(["a"], "", "f.txt", None) == ["a"]  # texts and texts_file: the engine refuses it (validation)
+    form = read_form("a\n\nb", None, "d1\n d2 \n", None, 2)
+    assert (form.texts, form.documents, form.top_k) == (["a", "b"], ["d1", " d2 "], 2)
+    assert form.lines == {"texts": [1, 3], "documents": [1, 2]}
+    assert read_form("", ["a"], "  \n", ["d"], 0).texts == ["a"]
+    assert read_form("", None, "", None, None, "f.txt").texts is None  # a bulk job: the file is the texts
+    assert read_form("", ["a"], "", None, None, "f.txt").texts == ["a"]  # texts with texts_file: the engine refuses
+
+
+def test_an_error_about_a_typed_text_names_its_line():
+    from e5.form import read_form
+    from e5.validation import Limits, Request, validate_request
+
+    form = read_form("fine\n\n\n" + "x" * 30 + "\n", None, "d\n\n\ud800", None, 0)
+    limits = Limits(max_chars_per_text=20)
+    with pytest.raises(InputError) as err, form.naming_lines():
+        validate_request(Request(form.texts, form.documents), limits)
+    assert str(err.value).startswith("`text` line 4 has 30 characters") and err.value.code == "text_too_long"
+    with pytest.raises(InputError) as err, form.naming_lines():
+        validate_request(Request(["ok"], form.documents), Limits())
+    assert str(err.value).startswith("`document` line 3 is not valid Unicode") and err.value.item is None
+    listed = read_form("", ["ok", " "], "", None, 0)
+    with pytest.raises(InputError) as err, listed.naming_lines():  # an item of a list keeps its index
+        validate_request(Request(listed.texts), Limits())
+    assert str(err.value).startswith("`texts[1]` is empty")
 
 
 def test_a_whole_number_float_is_a_top_k_and_nothing_else_is():
