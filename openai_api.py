@@ -46,21 +46,16 @@ from e5.errors import BusyError, E5Error, InputError
 from e5.instructions import DEFAULT_TASK
 from e5.service import EmbeddingService, Response
 from e5.startup import ApiSettings, load_service
-from e5.validation import Options, Request
+from e5.encodings import as_list
+from e5.validation import Options, Request, validate_dimensions
 from peer_api import WholeInt
 
 EMBEDDINGS_PATHS = ("/v1/embeddings", "/embeddings")  # OpenAI's, and the same without /v1 (Infinity's clients)
 RERANK_PATHS = ("/rerank", "/v1/rerank")  # Jina's, Cohere v1's and Infinity's body, or TEI's (with `texts`)
 TEI_PATHS = {"/embed", "/", "/tokenize", "/info"}  # text-embeddings-inference's routes: its error shape
 COHERE_PATHS = {"/v2/rerank"}
-# The routes that do work when POSTed: bounded in flight, their bodies read and checked by the gate.
-WORK_PATHS = {*EMBEDDINGS_PATHS, *RERANK_PATHS, *COHERE_PATHS, "/embed", "/", "/tokenize"}
 OPEN_PATHS = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}  # no key needed
 STYLE = "e5.style"  # the scope key that marks a /rerank body as TEI's, so its errors take TEI's shape
-NOT_MATRYOSHKA = (
-    "this model was not trained to give shorter vectors (it is not Matryoshka-trained): "
-    "a cut vector is not a smaller version of this one"
-)
 
 # --- request and response bodies (the OpenAPI document is built from these) -----------------------------
 
@@ -398,7 +393,7 @@ def walk_object(text: str, i: int, shape: BodyShape) -> tuple[dict | ApiError, i
         i = expect(text, skip(text, i), ":", "Expecting ':' delimiter")
         if field in shape.text_lists and text.startswith("[", i):
             value, i = text_list(text, i, field, shape)
-        elif field in OBJECTS and field in shape.model.model_fields and text.startswith("{", i):
+        elif field in OBJECTS and text.startswith("{", i):
             value, i = walk_object(text, i, shape.within(OBJECTS[field]))
         elif text.startswith(("[", "{"), i):  # never build a list or an object where a scalar belongs
             return stand_in_error(shape.model, field, [] if text.startswith("[", i) else {}), i
@@ -529,9 +524,10 @@ def texts_of(value, name: str = "input") -> list[str] | str:
 
 
 def check_dimensions(dimensions: int | None, width: int) -> None:
-    if dimensions is not None and dimensions != width:
-        raise ApiError(400, f"`dimensions` must be {width} or left out, got {dimensions}: {NOT_MATRYOSHKA}",
-                       param="dimensions", code="invalid_dimensions")
+    try:
+        validate_dimensions(dimensions, width)
+    except InputError as err:
+        raise input_error(err, {}) from None
 
 
 def embeddings_body(response: Response) -> dict:
@@ -566,10 +562,6 @@ def rerank_body(response: Response, documents: list[str], return_documents: bool
         results.append(result)
     return {"object": "rerank", "id": f"rerank-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": response.model, "results": results, "usage": response.usage}
-
-
-def as_list(value) -> list:
-    return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
 def json_response(body: dict) -> HttpResponse:
@@ -798,11 +790,12 @@ def is_json(scope) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-BODIES = {
+BODIES = {  # each route that does work when POSTed, and its body
     **{path: EmbeddingsRequest for path in EMBEDDINGS_PATHS}, **{path: RerankRequest for path in RERANK_PATHS},
     "/v2/rerank": peer.CohereRerankRequest, "/embed": peer.TeiEmbedRequest, "/": peer.TeiPredictRequest,
     "/tokenize": peer.TeiTokenizeRequest,
 }
+WORK_PATHS = set(BODIES)  # bounded in flight, their bodies read and checked by the gate
 ROUTES = {*WORK_PATHS, "/v1/models", "/models", "/health", "/info", "/metrics"}  # /metrics' route labels
 CODE = "e5.code"  # the scope key where an error's code is left for /metrics
 
@@ -1096,10 +1089,12 @@ def create_app(settings: ApiSettings | None = None, load: Callable[[], Embedding
                 raise InputError("`add_special_tokens` must be true: the model always reads <s> and </s>",
                                  "invalid_choice")
             options = peer.prompt_options(body.prompt_name, True, True)
-            tokenized = await asyncio.to_thread(service.tokenize, body.inputs, options)
+            tokenized = await service.tokenize(body.inputs, options, peer.tei_tokens)
         except InputError as err:
             raise input_error(err, {"texts": "inputs"}) from None
-        return json_response([peer.tei_tokens(t.text, t.ids, t.spans, t.special, t.pieces) for t in tokenized])
+        except E5Error as err:  # no room in the memory budget within the wait: a 503, as run's
+            raise engine_failure(err) from None
+        return json_response(tokenized)
 
     @app.get("/info", response_model=peer.TeiInfo, responses={401: TEI_ERRORS[401], 503: TEI_ERRORS[503]})
     async def tei_info():

@@ -21,15 +21,11 @@ from e5.errors import InputError
 from e5.instructions import DEFAULT_TASK, PRESETS, near_miss
 from e5.profiles import ModelProfile
 from e5.service import Response
-from e5.validation import Options, Request
+from e5.encodings import as_list
+from e5.engine import Tokens
+from e5.validation import Options, Request, validate_dimensions, whole_number
 
-
-def whole_number(value):
-    """`2.0` as 2: JSON clients write whole numbers as floats, and JSON Schema's `integer` admits them (the
-    Cog face takes them too). Anything else goes to pydantic's strict check as it came."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
+# `2.0` as 2 on every route, as the Cog face takes it; anything else meets pydantic's strict check as it came.
 WholeInt = Annotated[StrictInt, BeforeValidator(whole_number)]
 
 # --- roles: TEI's `prompt_name` ------------------------------------------------------------------------------
@@ -165,9 +161,7 @@ class TeiError(BaseModel):
 def tei_options(body: TeiOptions, width: int) -> Options:
     """TEI's options as the service's, or the refusal of what this server does not do."""
     check_right_truncation(body.truncation_direction)
-    if body.dimensions is not None and body.dimensions != width:
-        raise InputError(f"`dimensions` must be {width} or left out, got {body.dimensions}: this model was not "
-                         "trained to give shorter vectors", "invalid_dimensions")
+    validate_dimensions(body.dimensions, width)
     normalize = True if body.normalize is None else body.normalize
     truncate = True if body.truncate is None else body.truncate
     return prompt_options(body.prompt_name, normalize, truncate)
@@ -187,8 +181,7 @@ def tei_embed_request(body: TeiEmbedRequest, texts: list[str] | str, width: int)
 
 def tei_embed_body(response: Response) -> list:
     """TEI's answer: one list of floats per text, even for one text."""
-    vectors = response.embeddings
-    return vectors.tolist() if hasattr(vectors, "tolist") else list(vectors)
+    return as_list(response.embeddings)
 
 
 def tei_rerank_body(ranked: list[tuple[int, float]], texts: list[str], return_text: bool) -> list[dict]:
@@ -207,12 +200,12 @@ def tei_info(model: ModelProfile, dtype: str, max_tokens: int, batch_tokens: int
     }
 
 
-def tei_tokens(text: str, ids: list[int], spans: list[tuple[int, int]], special: list[bool], pieces: list[str]) -> list[dict]:
+def tei_tokens(tokens: Tokens) -> list[dict]:
     """One text's tokens in TEI's shape: a marker has its own piece and no span; a word piece, its characters."""
     return [
-        {"id": i, "text": piece if is_special else text[start:stop], "special": is_special,
+        {"id": i, "text": piece if is_special else tokens.text[start:stop], "special": is_special,
          "start": None if is_special else start, "stop": None if is_special else stop}
-        for i, (start, stop), is_special, piece in zip(ids, spans, special, pieces)
+        for i, (start, stop), is_special, piece in zip(tokens.ids, tokens.spans, tokens.special, tokens.pieces)
     ]
 
 

@@ -75,7 +75,7 @@ def random_text(rng: random.Random, max_words: int = 60) -> str:
 # (inputs, what the answer must say). The server checks types and choices against the image's schema first
 # (422, its `detail` read as "field: message"); what a schema cannot say fails the prediction with our message.
 INVALID = [
-    ({"texts": []}, "`texts` is empty"),
+    ({"texts": []}, "`texts` is required"),  # [] means none, as a ticked, untouched form box sends it
     ({"texts": ["ok", ""]}, "`texts[1]` is empty"),
     ({"texts": ["ok", 3]}, 'texts/1: 3 is not of type "string"'),
     ({"texts": [None]}, 'texts/0: null is not of type "string"'),

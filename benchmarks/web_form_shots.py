@@ -169,27 +169,24 @@ def main(argv: list[str] | None = None) -> int:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("Kyoto is in Japan\nthe protein women need\nMount Everest is 8,849 m high\n", encoding="utf-8")
         with CogServer(weights, concurrency=4) as model:
-            assert model.wait_until() == "READY"
-            front = serve(args.assets, model.url, free_port())
-            threading.Thread(target=front.serve_forever, daemon=True).start()
-            form = Form(f"http://127.0.0.1:{front.server_address[1]}/")
-            try:
-                main_model_cases(form, args.out, corpus)
-            finally:
-                form.driver.quit()
-                front.shutdown()
+            through_the_form(model, args.assets, lambda form: main_model_cases(form, args.out, corpus))
         with UploadTarget(Path(tmp) / "uploads") as files, \
                 BulkCogServer(weights, Path(tmp) / "bulk", upload_url=files.url) as bulk:
-            assert bulk.wait_until() == "READY"
-            front = serve(args.assets, bulk.url, free_port())
-            threading.Thread(target=front.serve_forever, daemon=True).start()
-            form = Form(f"http://127.0.0.1:{front.server_address[1]}/")
-            try:
-                bulk_model_case(form, args.out, corpus)
-            finally:
-                form.driver.quit()
-                front.shutdown()
+            through_the_form(bulk, args.assets, lambda form: bulk_model_case(form, args.out, corpus))
     return 0
+
+
+def through_the_form(server: CogServer, assets: Path, cases) -> None:
+    """Cog's playground in front of `server`, and a browser on it, while `cases(form)` runs."""
+    assert server.wait_until() == "READY"
+    front = serve(assets, server.url, free_port())
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    form = Form(f"http://127.0.0.1:{front.server_address[1]}/")
+    try:
+        cases(form)
+    finally:
+        form.driver.quit()
+        front.shutdown()
 
 
 if __name__ == "__main__":

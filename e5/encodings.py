@@ -82,5 +82,10 @@ def vector_fields(vectors: np.ndarray, encoding_format: str) -> tuple[np.ndarray
     return output_array(encoded), None
 
 
+def as_list(value: np.ndarray | list) -> list:
+    """The vectors a response holds (an array, or [] with base64) as plain JSON lists, for the HTTP faces."""
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
 def decode_base64(encoded: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(encoded), dtype="<f4")

@@ -44,16 +44,13 @@ def texts_from_box(text: str | None) -> list[str] | None:
 
 
 def given(value: object) -> object:
-    """None for what an untouched form sends (the defaults `[]`, `""` and `0`); else the value itself.
+    """None for what an untouched box of a list input sends (its default `[]`, or `""`); else the value."""
+    return None if isinstance(value, (list, tuple, str)) and len(value) == 0 else value
 
-    `0` counts only as a number (`top_k`); False is a boolean's answer, never "not given"."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, (list, tuple, str)) and len(value) == 0:
-        return None
-    if isinstance(value, (int, float)) and value == 0:
-        return None
-    return value
+
+def given_number(value: object) -> object:
+    """None for `0`, the default of `top_k`; else the value (False too: the engine refuses a boolean)."""
+    return None if type(value) in (int, float) and value == 0 else value
 
 
 @dataclass
@@ -83,7 +80,7 @@ def read_form(text: object, texts: object, document: object, documents: object, 
     """The texts, documents and top_k to embed and rank, from the boxes or the lists; or the mistake and its
     way out. Nothing to embed, and `texts` with `texts_file`, are left to the engine's checks (validation.py),
     which every face shares."""
-    form = Form(texts=given(texts), documents=given(documents), top_k=given(top_k))
+    form = Form(texts=given(texts), documents=given(documents), top_k=given_number(top_k))
     for name, box, value in (("texts", text, form.texts), ("documents", document, form.documents)):
         typed = lines_from_box(box if isinstance(box, str) else None)
         if not typed:

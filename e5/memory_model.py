@@ -46,6 +46,13 @@ TOKENIZER_CHAR_BYTES = 200
 # characters (~670 windows) were admitted at 392 MB estimated and rose 386 and 430 MB in two runs (the worker's
 # heap varies by ~50 MB run to run); at 70 KB, 86 such texts (~1,250 windows) rose 548 MB under a limit of 800.
 OFFSETS_CHAR_BYTES = 120
+# TEI's /tokenize answers one object per token (its id, piece, span and marker flag): per character read, at
+# most a token, each held as the tokenizer's output with offsets, a Tokens entry, TEI's dict, the JSON text and
+# its bytes. Measured in-process (tokens + tei_tokens + json.dumps): 793 B a token at one token a character
+# (4,000,000 spaced CJK characters, RSS +3,172 MB), 668 B a token at 0.17 a character (Latin words, 4,000,000
+# characters, +460 MB); on the test tokenizer, with the answer's encoded bytes, 804 B a token
+# (tests/test_memory_model.py). 1,000 leaves room for the run-to-run spread of a heap's peak.
+TOKENIZE_CHAR_BYTES = 1_000
 WINDOW_BYTES = 70_000
 
 
@@ -60,7 +67,9 @@ class Shape:
     top_k: int | None = None  # ranking cut to top_k per query; without it, the full `scores` matrix too
     vectors: bool = True  # the vectors are returned (a caller may leave them out)
     dimensions: int = 1024
-    windows: int = 0  # long_texts: at most this many sequences beyond one per text (e5/windows.py max_windows)
+    # long_texts mean or windows: at most this many sequences beyond one per text (e5/windows.py max_windows);
+    # None with truncate. Set (even 0), every text is tokenized with its offsets.
+    windows: int | None = None
     window_vectors: bool = False  # long_texts windows: each window's vector is returned
 
 
@@ -75,18 +84,23 @@ def vector_bytes(encoding: str, dimensions: int) -> int:
 def estimate(shape: Shape) -> dict[str, int]:
     """The request's peak, in bytes, by part (parts that do not apply are 0)."""
     texts = shape.queries + shape.documents
-    returned = texts + (shape.windows if shape.window_vectors else 0)
+    extra = shape.windows or 0
+    returned = texts + (extra if shape.window_vectors else 0)
     ranked = min(shape.top_k or shape.documents, shape.documents)
     pairs = shape.queries * shape.documents
-    windowed = shape.windows > 0
     return {
-        "tokens": shape.chars * (TOKENIZER_CHAR_BYTES + (OFFSETS_CHAR_BYTES if windowed else 0)),
+        "tokens": shape.chars * (TOKENIZER_CHAR_BYTES + (0 if shape.windows is None else OFFSETS_CHAR_BYTES)),
         "engine": (returned * shape.dimensions * ENGINE_VECTOR_BYTES[shape.encoding] + pairs * ENGINE_PAIR_BYTES
-                   + shape.windows * (WINDOW_BYTES + 4 * shape.dimensions)),
+                   + extra * (WINDOW_BYTES + 4 * shape.dimensions)),
         "vectors": returned * vector_bytes(shape.encoding, shape.dimensions) if shape.vectors else 0,
         "scores": pairs * ELEMENT_BYTES["score"] if shape.documents and shape.top_k is None else 0,
         "ranking": shape.queries * ranked * ELEMENT_BYTES["entry"],
     }
+
+
+def tokenize_bytes(chars: int) -> int:
+    """A /tokenize request's peak: its answer, from the characters the tokenizer reads."""
+    return chars * TOKENIZE_CHAR_BYTES
 
 
 def peak_bytes(shape: Shape) -> int:
@@ -134,9 +148,11 @@ def file_result_bytes(texts: int, output_format: str, dimensions: int = 1024) ->
     return file_bytes * 4 // 3 * DATA_URL_BYTES
 
 
-def file_chunk_bytes(texts: int, chars: int, output_format: str, dimensions: int = 1024, windows: int = 0) -> int:
+def file_chunk_bytes(texts: int, chars: int, output_format: str, dimensions: int = 1024,
+                     windows: int | None = None) -> int:
     """A bulk job's working set for one chunk: its tokens, its vectors (float32 and a copy) and, for .jsonl, the
-    rows written from them; with long_texts, the offsets and at most `windows` more sequences and vectors."""
+    rows written from them; with long_texts (`windows` not None), the offsets and at most `windows` more
+    sequences and vectors."""
     row = dimensions * (ENGINE_VECTOR_BYTES["float"] + (JSONL_ROW_BYTES if output_format == "jsonl" else 0))
-    window_bytes = chars * OFFSETS_CHAR_BYTES + windows * (WINDOW_BYTES + 4 * dimensions) if windows else 0
+    window_bytes = 0 if windows is None else chars * OFFSETS_CHAR_BYTES + windows * (WINDOW_BYTES + 4 * dimensions)
     return chars * TOKENIZER_CHAR_BYTES + texts * row + window_bytes

@@ -26,7 +26,7 @@ from .errors import EngineError, InputError
 from .files import TextsFile, open_texts_file, read_chunks
 from .instructions import check_task, format_texts
 from .memory import return_freed_memory
-from .memory_model import MB, describe, estimate, file_chunk_bytes, file_result_bytes, ways_out
+from .memory_model import MB, describe, estimate, file_chunk_bytes, file_result_bytes, tokenize_bytes, ways_out
 from .ranking import cosine_scores, ranking, round_scores
 from .shards import SHARD_BYTES, ShardWriter, rows_per_shard
 from .validation import (Limits, Options, Request, check_file_result, check_request_chars, extra_windows,
@@ -153,16 +153,30 @@ class EmbeddingService:
         finally:
             self.sweep_if_due()
 
-    def tokenize(self, texts: object, options: Options) -> list[Tokens]:
+    async def tokenize(self, texts: object, options: Options, shape: Callable[[Tokens], object] = lambda t: t) -> list:
         """Each text as the model reads it (TEI's /tokenize): checked and written as `run` writes it (the
-        instruction on a query), then all its tokens with their spans in the written text, uncut. Synchronous:
-        the caller runs it off the event loop."""
+        instruction on a query), then all its tokens with their spans in the written text, uncut, each text's
+        made into the answer by `shape` off the event loop. Its peak is bounded and reserved first, as run's."""
         texts = validate_texts(texts, self.limits)
         options = validate_options(options, self.limits)
         model = self.embedder.model_profile
         check_task(options.task, options.input_type, model)
-        check_request_chars(texts, None, options, self.limits, model)
-        return self.embedder.tokens(format_texts(texts, options.input_type, options.task, model))
+        chars = check_request_chars(texts, None, options, self.limits, model)
+        nbytes, what, fewer = tokenize_bytes(chars), f"the tokens of {len(texts)} texts, {chars} characters", \
+            "send fewer or shorter texts"
+        if nbytes > self.limits.max_request_mb * MB:
+            raise InputError(f"the request would hold ~{nbytes // MB} MB at its peak ({what}); the limit is "
+                             f"{self.limits.max_request_mb} MB per request (E5_MAX_REQUEST_MB). To fit: {fewer}",
+                             "request_too_large")
+        reservation = await self.budget.reserve(nbytes, what, fewer)
+        formatted = format_texts(texts, options.input_type, options.task, model)
+        try:
+            answer = await asyncio.to_thread(lambda: [shape(t) for t in self.embedder.tokens(formatted)])
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        self.release_after_response(reservation)
+        return answer
 
     async def reserve(self, nbytes: int, what: str) -> Reservation:
         """Room in the container's memory budget for a file job's peak, before any work (may wait)."""
@@ -377,10 +391,10 @@ class EmbeddingService:
         total, largest = 0, 0
         limit = self.limits.max_file_texts if limit is None else limit
         chunks = self._file_chunks(texts_file, limits)
+        model = self.embedder.model_profile
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            model = self.embedder.model_profile
             chars = tokenized_chars(chunk, options, model)
-            windows = extra_windows(chunk, options, model) if options.long_texts != "truncate" else 0
+            windows = extra_windows(chunk, options, model) if options.long_texts != "truncate" else None
             chunk_bytes = file_chunk_bytes(len(chunk), chars, output_format, self.embedder.dimensions, windows)
             largest = max(largest, chunk_bytes)
             if not options.truncate and options.long_texts == "truncate":  # tokenized to count tokens: a chunk's

@@ -162,9 +162,15 @@ def validate_bool(value: object, name: str) -> bool:
     return value
 
 
+def whole_number(value: object) -> object:
+    """`2.0` as 2: JSON clients write whole numbers as floats, and JSON Schema's `integer` admits them. Anything
+    else as it came, for the caller's own check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def validate_whole_number(value: object, name: str, least: int, most: int | None) -> int:
-    """A whole number in [least, most]; `2.0` counts as 2 (JSON clients write whole numbers as floats)."""
-    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    """A whole number in [least, most]; `2.0` counts as 2."""
+    number = whole_number(value)
     if isinstance(number, bool) or not isinstance(number, int) or number < least or (most is not None and number > most):
         bound = f"at least {least}" + (f" and at most {most}" if most is not None else "")
         raise InputError(f"`{name}` must be a whole number of {bound}, got {value!r}", "invalid_number")
@@ -178,12 +184,25 @@ def validate_top_k(value: object, limits: Limits | None = None) -> int | None:
     if value is None:
         return None
     most = (limits or Limits()).max_texts
-    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    number = whole_number(value)
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= most:
         # Echo what was sent (1.5, 1e+30), not a 31-digit integer made of it.
         raise InputError(f"`top_k` must be a whole number of at least 1 and at most {most} (E5_MAX_TEXTS), "
                          f"got {value!r}", "invalid_top_k")
     return number
+
+
+NOT_MATRYOSHKA = (
+    "this model was not trained to give shorter vectors (it is not Matryoshka-trained): "
+    "a cut vector is not a smaller version of this one"
+)
+
+
+def validate_dimensions(dimensions: int | None, width: int) -> None:
+    """OpenAI's and TEI's `dimensions`: only the model's own width, or none."""
+    if dimensions is not None and dimensions != width:
+        raise InputError(f"`dimensions` must be {width} or left out, got {dimensions}: {NOT_MATRYOSHKA}",
+                         "invalid_dimensions")
 
 
 def validate_input_type(value: object) -> str:
@@ -263,7 +282,7 @@ def validate_request(request: Request, limits: Limits, model: ModelProfile = LAR
         raise InputError("`long_texts` windows gives each window's vector, which a ranking cannot use: rank with "
                          "`long_texts` mean (one vector per text), or embed the windows and score them yourself",
                          "conflicting_inputs")
-    windows = 0
+    windows = None  # tokenized without offsets
     if options.long_texts != "truncate":
         windows = extra_windows(texts, options, model) + extra_windows(documents or [], DOCUMENT_OPTIONS, model)
     shape = Shape(len(texts), len(documents or ()), chars, options.encoding_format, top_k,

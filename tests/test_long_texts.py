@@ -211,6 +211,18 @@ def test_the_memory_estimate_counts_the_windows_a_request_makes(embed):
     assert extra_windows([SHORT[0]], Options()) == 0
 
 
+def test_with_long_texts_set_the_offsets_are_counted_even_when_every_text_fits():
+    # Every text of a long_texts request is tokenized with its offsets, whether or not it makes windows.
+    from e5.memory_model import OFFSETS_CHAR_BYTES, TOKENIZER_CHAR_BYTES, file_chunk_bytes
+
+    fits = validate_request(Request(texts=SHORT, options=Options(long_texts="mean")), Limits())
+    plain = validate_request(Request(texts=SHORT), Limits())
+    assert fits.shape.windows == 0 and plain.shape.windows is None and fits.shape.chars == plain.shape.chars
+    assert estimate(fits.shape)["tokens"] == fits.shape.chars * (TOKENIZER_CHAR_BYTES + OFFSETS_CHAR_BYTES)
+    assert estimate(plain.shape)["tokens"] == plain.shape.chars * TOKENIZER_CHAR_BYTES
+    assert file_chunk_bytes(2, 100, "npy", windows=0) - file_chunk_bytes(2, 100, "npy") == 100 * OFFSETS_CHAR_BYTES
+
+
 def test_a_request_whose_windows_would_pass_the_memory_limit_is_refused_before_work():
     limits = Limits(max_request_mb=50)
     validate_request(Request(texts=[LONG] * 3, options=Options(long_texts="mean")), limits)

@@ -98,14 +98,64 @@ print(json.dumps({"rise": memory("VmHWM") - before, "tokens": tokens, "bound": t
 """
 
 
+def measured(script: str, checkpoint_dir) -> dict:
+    """The script's last line, as JSON, from a fresh interpreter (its peak memory is its own)."""
+    run = subprocess.run([sys.executable, "-c", script, str(checkpoint_dir)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
 def test_the_tokenizer_term_bounds_tokenizing_the_most_characters_a_request_may_have(checkpoint_dir):
     # The model charges TOKENIZER_CHAR_BYTES per character, assuming at most a token a character (CJK on
     # XLM-R's vocabulary); the test tokenizer makes fewer tokens, so the bound is checked per token.
-    run = subprocess.run([sys.executable, "-c", TOKENIZE, str(checkpoint_dir)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.splitlines()[-1])
+    result = measured(TOKENIZE, checkpoint_dir)
     assert result["tokens"] > 1_000_000 and 0 < result["rise"] < result["bound"], result
+
+
+TOKENIZE_ANSWER = """
+import json, re, sys
+from types import SimpleNamespace
+from transformers import AutoTokenizer
+import peer_api
+from e5.engine import Embedder
+from e5.memory_model import tokenize_bytes
+
+def memory(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+embedder = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(sys.argv[1]))
+texts = [("南 瓜 protein der Ä 7 " * 5000)[:100_000]] * 10  # 1,000,000 characters
+before = memory("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here
+answer = [peer_api.tei_tokens(t) for t in Embedder.tokens(embedder, texts)]  # what /tokenize builds
+body = json.dumps(answer, separators=(",", ":")).encode()  # and sends
+tokens = sum(map(len, answer))
+print(json.dumps({"rise": memory("VmHWM") - before, "tokens": tokens, "bound": tokenize_bytes(tokens)}))
+"""
+
+
+def test_the_tokenize_term_bounds_the_answer_of_the_most_tokens(checkpoint_dir):
+    # TEI's /tokenize answers an object per token; the model charges TOKENIZE_CHAR_BYTES per character, at most a
+    # token a character: the test tokenizer makes fewer, so the bound is checked per token.
+    result = measured(TOKENIZE_ANSWER, checkpoint_dir)
+    assert result["tokens"] > 300_000 and 0 < result["rise"] < result["bound"], result
+
+
+def test_a_tokenize_request_over_the_limit_is_refused_before_tokenizing(predictor, loop, monkeypatch):
+    from e5.memory_model import TOKENIZE_CHAR_BYTES
+    from e5.service import EmbeddingService
+
+    service = EmbeddingService(predictor.embedder, Limits(max_request_mb=1), 0.05)
+    monkeypatch.setattr(predictor.embedder, "tokens", lambda texts: pytest.fail("tokenized"))
+    texts = ["x" * (MB // TOKENIZE_CHAR_BYTES)]  # with the instruction, just over 1 MB
+    with pytest.raises(InputError, match=r"the request would hold ~1 MB at its peak \(the tokens of 1 texts, "
+                                         r"\d+ characters\); the limit is 1 MB per request \(E5_MAX_REQUEST_MB\)") as err:
+        loop.run_until_complete(service.tokenize(texts, Options()))
+    assert err.value.code == "request_too_large"
+    monkeypatch.undo()
+    fits = ["x" * (MB // TOKENIZE_CHAR_BYTES - 200)]
+    assert loop.run_until_complete(service.tokenize(fits, Options(input_type="document")))[0].text == fits[0]
 
 
 def test_a_task_limit_below_the_default_task_stops_setup(predictor):

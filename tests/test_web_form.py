@@ -167,3 +167,60 @@ def test_the_bulk_form_sends_no_null_and_asks_for_the_file():
     with_file = {**shown, "texts_file": "data:text/plain;base64," + base64.b64encode(b"a\nb\n").decode()}
     for label, request in requests_of(BULK, with_file).items():
         assert playground.form_issues(BULK, request) == [] and playground.server_issues(BULK, request) == [], label
+
+
+# --- scripts/playground.py: Cog's assets served, and the model's API forwarded, without Go -------------------
+
+
+def test_the_stand_in_serves_the_assets_and_forwards_only_to_its_target(tmp_path):
+    import threading
+    import urllib.error
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from scripts.playground import serve
+
+    class Model(BaseHTTPRequestHandler):  # a model API that echoes what reached it
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = json.dumps({"path": self.path, "body": body.decode(), "prefer": self.headers.get("Prefer")})
+            self.send_response(422 if b"bad" in body else 200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    (tmp_path / "index.html").write_text("<html>form</html>")
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "app.js").write_text("let x = 1")
+    model = ThreadingHTTPServer(("127.0.0.1", 0), Model)
+    target = f"http://127.0.0.1:{model.server_address[1]}"
+    front = serve(tmp_path, target, 0)
+    for server in (model, front):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{front.server_address[1]}"
+
+    def call(path, body=None, headers=None):
+        request = urllib.request.Request(url + path, data=body, headers=headers or {}, method="POST" if body else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.headers["Content-Type"], r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers["Content-Type"], err.read()
+
+    try:
+        assert call("/") == (200, "text/html", b"<html>form</html>")
+        assert call("/assets/app.js")[:2] == (200, "text/javascript")  # a module script needs its type
+        assert call("/../predict.py")[0] == 404 and call("/nothing.js")[0] == 404
+        assert json.loads(call("/config")[2])["target"] == target
+        status, _, body = call("/proxy/predictions", b'{"input": {}}',
+                               {"X-Cog-Target": target, "Content-Type": "application/json", "Prefer": "respond-async"})
+        assert status == 200 and json.loads(body) == {"path": "/predictions", "body": '{"input": {}}',
+                                                      "prefer": "respond-async"}
+        assert call("/proxy/predictions", b"bad", {"X-Cog-Target": target})[0] == 422  # the model's status, as sent
+        assert call("/proxy/predictions", b"{}", {"X-Cog-Target": "http://example.com"})[0] == 403
+    finally:
+        front.shutdown()
+        model.shutdown()
