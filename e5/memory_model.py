@@ -37,8 +37,8 @@ ENGINE_VECTOR_BYTES = {"float": 12, "base64": 4, "int8": 5, "binary": 4}  # x di
 # Per query-document pair: float32 scores, the negated copy argsort sorts, its int64 order, the rounded copy.
 ENGINE_PAIR_BYTES = 24
 # The tokenizer's output per character read (its encodings, the Python id lists, the strings it copied):
-# at most a token a character (CJK on XLM-R's vocabulary), ~175 bytes a token measured on the test tokenizer
-# (tests/test_memory_model.py).
+# at most a token a character (CJK on XLM-R's vocabulary; characters counted after NFKC, validation.read_length),
+# ~175 bytes a token measured on the test tokenizer (tests/test_memory_model.py).
 TOKENIZER_CHAR_BYTES = 200
 # With long_texts, texts are tokenized with character offsets (a tuple of two ints a token), and each window is a
 # list of its own (its ids and the prefix it repeats). What a window costs beyond its vector was measured through

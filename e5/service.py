@@ -161,7 +161,8 @@ class EmbeddingService:
         options = validate_options(options, self.limits)
         model = self.embedder.model_profile
         check_task(options.task, options.input_type, model)
-        chars = check_request_chars(texts, None, options, self.limits, model)
+        check_request_chars(texts, None, options, self.limits, model)
+        chars = tokenized_chars(texts, options, model)
         nbytes, what, fewer = tokenize_bytes(chars), f"the tokens of {len(texts)} texts, {chars} characters", \
             "send fewer or shorter texts"
         if nbytes > self.limits.max_request_mb * MB:

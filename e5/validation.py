@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,7 +272,8 @@ def validate_request(request: Request, limits: Limits, model: ModelProfile = LAR
                 f"the limit is {limits.max_texts} per request",
                 "too_many_texts",
             )
-    chars = check_request_chars(texts, documents, options, limits, model)
+    check_request_chars(texts, documents, options, limits, model)
+    chars = tokenized_chars(texts, options, model) + tokenized_chars(documents or [], DOCUMENT_OPTIONS, model)
     top_k = validate_top_k(request.top_k, limits)
     document_tokens = request.document_tokens
     if document_tokens is not None:
@@ -355,8 +357,10 @@ def check_file_result(texts: int, output_format: str, limits: Limits, dimensions
 
 def check_request_chars(texts: list[str], documents: list[str] | None, options: Options, limits: Limits,
                         model: ModelProfile = LARGE_INSTRUCT) -> int:
-    """The characters one request makes the tokenizer read: texts, documents, and the task on every query."""
-    total = tokenized_chars(texts, options, model) + sum(len(d) for d in documents or ())
+    """The characters one request sends the tokenizer, as written: texts, documents, and the task on every query
+    (E5_MAX_REQUEST_CHARS). What they cost is counted by tokenized_chars."""
+    task = len(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0
+    total = sum(map(len, texts)) + task * len(texts) + sum(len(d) for d in documents or ())
     if total > limits.max_chars_per_request:
         raise InputError(
             f"the request has {total} characters in all (`texts`, `documents` and the task on each query); "
@@ -375,11 +379,22 @@ def extra_windows(texts: list[str], options: Options, model: ModelProfile = LARG
         prefix = len(model.format_query(resolve_task(options.task), ""))
     else:
         prefix = len(model.format_document(""))
-    return sum(max_windows(len(text), prefix, MODEL_TOKENS) - 1 for text in texts)
+    return sum(max_windows(read_length(text), prefix, MODEL_TOKENS) - 1 for text in texts)
+
+
+def read_length(text: str) -> int:
+    """The characters the tokenizer reads in `text`: its length, or its length under NFKC where that is longer.
+    XLM-R's tokenizer normalizes first, and a few characters expand: U+FDFA to 18 characters and 4 tokens, ㎯
+    (U+33AF) to 6 and 4 tokens. Counted after normalizing, a token still holds at least one character, which is
+    what the memory model and the window bound assume."""
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
+        return len(text)
+    return max(len(text), len(unicodedata.normalize("NFKC", text)))
 
 
 def tokenized_chars(texts: list[str], options: Options, model: ModelProfile = LARGE_INSTRUCT) -> int:
-    """What the tokenizer reads for `texts`: the texts, and on queries the task in front of each (for a model
-    that takes one; a short fixed prefix such as `query: ` is left out of the count, as the instruct one's is)."""
-    task = len(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0
-    return sum(len(t) for t in texts) + task * len(texts)
+    """What the tokenizer reads for `texts` (read_length): the texts, and on queries the task in front of each (for
+    a model that takes one; a short fixed prefix such as `query: ` is left out of the count, as the instruct
+    one's is). The memory model's count of characters."""
+    task = read_length(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0
+    return sum(map(read_length, texts)) + task * len(texts)

@@ -187,3 +187,27 @@ def test_a_bulk_job_whose_result_would_not_fit_is_refused_before_any_forward(pre
     with pytest.raises(InputError, match=r"`texts_file` has 100 texts; returning their vectors as \.npy would hold"):
         loop.run_until_complete(predictor.predict(**{**DEFAULTS, "texts_file": as_upload(path), "input_type": "document"}))
     assert forwards == []
+
+
+@pytest.mark.parametrize("char", ["\ufdfa", "\u33af", "\ufdfb", "\u3316"])  # the characters NFKC expands most
+def test_characters_that_expand_are_counted_as_the_tokenizer_reads_them(trained_dir, char):
+    # XLM-R's tokenizer normalizes before it splits: U+FDFA makes 4 tokens, more than its one character. The memory
+    # model's count (read_length) must stay at or above the tokens, as it does for ordinary text (its length).
+    from transformers import AutoTokenizer
+
+    from e5.validation import read_length
+
+    tokenizer = AutoTokenizer.from_pretrained(str(trained_dir))
+    for text in (char * 1000, " ".join([char] * 500)):
+        tokens = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        assert len(text) < tokens <= read_length(text) + 1, (hex(ord(char)), tokens)
+    assert read_length("how much protein 南瓜的家常做法 Ä") == len("how much protein 南瓜的家常做法 Ä")
+
+
+def test_the_character_limit_counts_what_was_sent_and_the_memory_model_what_is_read():
+    document = Options(input_type="document")
+    request = validate_request(Request(["\ufdfa" * 100], options=document), Limits())
+    assert request.shape.chars == 1800  # 18 characters each under NFKC
+    with pytest.raises(InputError, match=r"^the request has 100 characters in all"):
+        validate_request(Request(["\ufdfa" * 100], options=document), Limits(max_chars_per_request=99))
+    assert validate_request(Request(["\ufdfa" * 100], options=document), Limits(max_chars_per_request=100)).texts
