@@ -42,11 +42,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import peer_api as peer
 from api_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ApiMetrics
-from e5.encodings import as_list
 from e5.errors import BusyError, E5Error, InputError
 from e5.instructions import DEFAULT_TASK
 from e5.service import EmbeddingService, Response
 from e5.startup import ApiSettings, load_service
+from e5.encodings import as_list
 from e5.validation import Options, Request, validate_dimensions
 from peer_api import WholeInt
 

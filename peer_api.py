@@ -17,12 +17,12 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from e5.encodings import as_list
-from e5.engine import Tokens
 from e5.errors import InputError
 from e5.instructions import DEFAULT_TASK, PRESETS, near_miss
 from e5.profiles import ModelProfile
 from e5.service import Response
+from e5.encodings import as_list
+from e5.engine import Tokens
 from e5.validation import Options, Request, validate_dimensions, whole_number
 
 # `2.0` as 2 on every route, as the Cog face takes it; anything else meets pydantic's strict check as it came.

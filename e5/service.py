@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +30,7 @@ from .memory_model import MB, describe, estimate, file_chunk_bytes, file_result_
 from .ranking import cosine_scores, ranking, round_scores
 from .shards import SHARD_BYTES, ShardWriter, rows_per_shard
 from .validation import (Limits, Options, Request, check_file_result, check_request_chars, extra_windows,
-                         over_limit, tokenized_chars, validate_file_request, validate_options, validate_request,
-                         validate_texts)
+                         tokenized_chars, validate_file_request, validate_options, validate_request, validate_texts)
 from .windows import pool
 
 # Above this many characters, tokenization moves off the event loop so other requests keep flowing.
@@ -164,13 +163,21 @@ class EmbeddingService:
         check_task(options.task, options.input_type, model)
         check_request_chars(texts, None, options, self.limits, model)
         chars = tokenized_chars(texts, options, model)
-        nbytes, what = tokenize_bytes(chars), f"the tokens of {len(texts)} texts, {chars} characters"
-        ways = "send fewer or shorter texts"
+        nbytes, what, fewer = tokenize_bytes(chars), f"the tokens of {len(texts)} texts, {chars} characters", \
+            "send fewer or shorter texts"
         if nbytes > self.limits.max_request_mb * MB:
-            raise over_limit(nbytes, what, ways, self.limits)
+            raise InputError(f"the request would hold ~{nbytes // MB} MB at its peak ({what}); the limit is "
+                             f"{self.limits.max_request_mb} MB per request (E5_MAX_REQUEST_MB). To fit: {fewer}",
+                             "request_too_large")
+        reservation = await self.budget.reserve(nbytes, what, fewer)
         formatted = format_texts(texts, options.input_type, options.task, model)
-        return await self._within(nbytes, what, ways, lambda _: asyncio.to_thread(
-            lambda: [shape(t) for t in self.embedder.tokens(formatted)]))
+        try:
+            answer = await asyncio.to_thread(lambda: [shape(t) for t in self.embedder.tokens(formatted)])
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        self.release_after_response(reservation)
+        return answer
 
     async def reserve(self, nbytes: int, what: str) -> Reservation:
         """Room in the container's memory budget for a file job's peak, before any work (may wait)."""
@@ -187,21 +194,15 @@ class EmbeddingService:
         with batcher.arriving():
             request = validate_request(request, self.limits, self.embedder.model_profile)
         parts = estimate(request.shape)
-        return await self._within(sum(parts.values()), describe(request.shape), ways_out(request.shape, parts),
-                                  lambda reservation: self._embed(request, batcher, started, reservation),
-                                  parts["ranking"])
-
-    async def _within(self, nbytes: int, what: str, ways: str, work: Callable[[Reservation], Awaitable],
-                      entry_bytes: int = 0):
-        """`work` with `nbytes` of the memory budget reserved first (may wait), held until its answer is sent."""
-        reservation = await self.budget.reserve(nbytes, what, ways)
+        reservation = await self.budget.reserve(sum(parts.values()), describe(request.shape),
+                                                ways_out(request.shape, parts))
         try:
-            answer = await work(reservation)
+            response, metrics = await self._embed(request, batcher, started, reservation)
         except BaseException:
             self.budget.release(reservation)  # nothing is returned: nothing left to hold
             raise
-        self.release_after_response(reservation, entry_bytes)
-        return answer
+        self.release_after_response(reservation, parts["ranking"])
+        return response, metrics
 
     async def _embed(self, request: Request, batcher: Batcher, started: float,
                      reservation: Reservation) -> tuple[Response, dict]:

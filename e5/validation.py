@@ -333,13 +333,11 @@ def check_memory(shape: Shape, limits: Limits) -> None:
     if total > limits.max_request_mb * MB:
         largest = ", ".join(f"{part} ~{parts[part] // MB} MB" for part in sorted(parts, key=parts.get, reverse=True)
                             if parts[part] >= total // 10)
-        raise over_limit(total, f"{describe(shape)}: {largest}", ways_out(shape, parts), limits)
-
-
-def over_limit(nbytes: int, what: str, ways: str, limits: Limits) -> InputError:
-    """The refusal of a request whose estimated peak is over E5_MAX_REQUEST_MB: what it holds, and the way out."""
-    return InputError(f"the request would hold ~{nbytes // MB} MB at its peak ({what}); the limit is "
-                      f"{limits.max_request_mb} MB per request (E5_MAX_REQUEST_MB). To fit: {ways}", "request_too_large")
+        raise InputError(
+            f"the request would hold ~{total // MB} MB at its peak ({describe(shape)}: {largest}); the limit is "
+            f"{limits.max_request_mb} MB per request (E5_MAX_REQUEST_MB). To fit: {ways_out(shape, parts)}",
+            "request_too_large",
+        )
 
 
 def check_file_result(texts: int, output_format: str, limits: Limits, dimensions: int = 1024) -> None:
@@ -361,7 +359,8 @@ def check_request_chars(texts: list[str], documents: list[str] | None, options: 
                         model: ModelProfile = LARGE_INSTRUCT) -> int:
     """The characters one request sends the tokenizer, as written: texts, documents, and the task on every query
     (E5_MAX_REQUEST_CHARS). What they cost is counted by tokenized_chars."""
-    total = sum(map(len, texts)) + len(query_task(options, model)) * len(texts) + sum(len(d) for d in documents or ())
+    task = len(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0
+    total = sum(map(len, texts)) + task * len(texts) + sum(len(d) for d in documents or ())
     if total > limits.max_chars_per_request:
         raise InputError(
             f"the request has {total} characters in all (`texts`, `documents` and the task on each query); "
@@ -393,14 +392,9 @@ def read_length(text: str) -> int:
     return max(len(text), len(unicodedata.normalize("NFKC", text)))
 
 
-def query_task(options: Options, model: ModelProfile = LARGE_INSTRUCT) -> str:
-    """The instruction written before each text, counted as its characters: the task on a query, for a model
-    that takes one ("" otherwise; a short fixed prefix such as `query: ` is left out of the counts, as the
-    instruct one's is)."""
-    return resolve_task(options.task) if options.input_type == "query" and model.uses_task else ""
-
-
 def tokenized_chars(texts: list[str], options: Options, model: ModelProfile = LARGE_INSTRUCT) -> int:
-    """What the tokenizer reads for `texts` (read_length): the texts, and the task in front of each (query_task).
-    The memory model's count of characters."""
-    return sum(map(read_length, texts)) + read_length(query_task(options, model)) * len(texts)
+    """What the tokenizer reads for `texts` (read_length): the texts, and on queries the task in front of each (for
+    a model that takes one; a short fixed prefix such as `query: ` is left out of the count, as the instruct
+    one's is). The memory model's count of characters."""
+    task = read_length(resolve_task(options.task)) if options.input_type == "query" and model.uses_task else 0
+    return sum(map(read_length, texts)) + task * len(texts)
